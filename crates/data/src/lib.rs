@@ -1,0 +1,137 @@
+//! Image datasets as tensors: pixels scaled to [−1, 1] (N, C, H, W) f32 and
+//! labels (N,) i64.
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Where Debian's `dataset-fashion-mnist` package puts the data.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST's ten classes, by label.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Format { path: PathBuf, problem: String },
+    #[error("data folder {0} does not exist: install Fashion-MNIST with `apt-get install dataset-fashion-mnist` (Debian) or pass --data-dir with the IDX files")]
+    MissingDir(PathBuf),
+    #[error("{dir}: no {stem} or {stem}.gz: the folder must hold the four IDX files (train-images-idx3-ubyte.gz, …)")]
+    MissingFile { dir: PathBuf, stem: String },
+    #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
+    CountMismatch {
+        images: PathBuf,
+        n_images: usize,
+        labels: PathBuf,
+        n_labels: usize,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;
+
+/// A labelled image set in memory.
+#[derive(Debug)]
+pub struct Dataset {
+    /// (N, C, H, W), f32 in [−1, 1].
+    pub images: Tensor,
+    /// (N,), i64.
+    pub labels: Tensor,
+    pub num_classes: i64,
+}
+
+impl Dataset {
+    pub fn len(&self) -> i64 {
+        self.images.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// Loads MNIST or Fashion-MNIST (same file names) from `dir`.
+pub fn load_mnist_like(dir: &Path, split: Split) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(DataError::MissingDir(dir.to_path_buf()));
+    }
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let images = idx::read(&images_path)?;
+    let labels = idx::read(&labels_path)?;
+    let fmt = |path: &Path, problem: String| DataError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if images.dims.len() != 3 {
+        return Err(fmt(
+            &images_path,
+            format!("expected 3 dimensions (N, H, W), found {:?}", images.dims),
+        ));
+    }
+    if labels.dims.len() != 1 {
+        return Err(fmt(
+            &labels_path,
+            format!("expected 1 dimension (N), found {:?}", labels.dims),
+        ));
+    }
+    let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
+    if n != labels.dims[0] {
+        return Err(DataError::CountMismatch {
+            images: images_path,
+            n_images: n,
+            labels: labels_path,
+            n_labels: labels.dims[0],
+        });
+    }
+    if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
+        return Err(fmt(&labels_path, format!("label {bad} is outside 0..=9")));
+    }
+    let images = Tensor::from_slice(&images.data)
+        .reshape([n as i64, 1, h as i64, w as i64])
+        .to_kind(Kind::Float)
+        / 127.5
+        - 1.0;
+    let labels = Tensor::from_slice(&labels.data).to_kind(Kind::Int64);
+    Ok(Dataset {
+        images,
+        labels,
+        num_classes: 10,
+    })
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    [dir.join(format!("{stem}.gz")), dir.join(stem)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| DataError::MissingFile {
+            dir: dir.to_path_buf(),
+            stem: stem.to_string(),
+        })
+}

@@ -1,0 +1,187 @@
+//! Plumbing shared by the examples: device choice, image grids, charts and
+//! CSV files. Nothing here is part of the diffusion algorithms.
+pub mod plot;
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+// ANCHOR: best_device
+/// The first CUDA device when there is one, else the CPU.
+pub fn best_device() -> Device {
+    Device::cuda_if_available()
+}
+// ANCHOR_END: best_device
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "auto" => Ok(best_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => cuda(i),
+            _ => bail!("unknown device '{s}': use auto, cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn cuda(i: usize) -> Result<Device> {
+    let n = tch::Cuda::device_count() as usize;
+    if i >= n {
+        bail!(
+            "device cuda:{i} requested but this machine has {n} CUDA device(s): use --device cpu"
+        );
+    }
+    Ok(Device::Cuda(i))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
+/// fsync, then rename. A crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Arranges images (N, C, H, W) with values in [−1, 1] into a `rows × cols`
+/// grid with a 2-pixel border, as 8-bit RGB.
+pub fn image_grid(images: &Tensor, cols: i64) -> Result<image::RgbImage> {
+    let [n, c, h, w] = images.size()[..] else {
+        bail!(
+            "image grid needs a 4-D (N, C, H, W) tensor, got shape {:?}",
+            images.size()
+        );
+    };
+    if c != 1 && c != 3 {
+        bail!("image grid needs 1 or 3 channels, got {c}");
+    }
+    if n == 0 || cols <= 0 {
+        bail!("image grid needs at least one image and one column");
+    }
+    let rows = (n + cols - 1) / cols;
+    let pad = 2;
+    let u8s = ((images
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .clamp(-1.0, 1.0)
+        + 1.0)
+        * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
+        .expand([n, 3, h, w], false)
+        .permute([0, 2, 3, 1])
+        .contiguous();
+    let pixels = Vec::<u8>::try_from(u8s.flatten(0, -1))?;
+    let (gw, gh) = (cols * (w + pad) + pad, rows * (h + pad) + pad);
+    let mut grid = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
+    for i in 0..n {
+        let (r, cidx) = (i / cols, i % cols);
+        for y in 0..h {
+            for x in 0..w {
+                let o = (((i * h + y) * w + x) * 3) as usize;
+                let px = image::Rgb([pixels[o], pixels[o + 1], pixels[o + 2]]);
+                grid.put_pixel(
+                    (pad + cidx * (w + pad) + x) as u32,
+                    (pad + r * (h + pad) + y) as u32,
+                    px,
+                );
+            }
+        }
+    }
+    Ok(grid)
+}
+
+/// Saves [`image_grid`] as a PNG, scaled up by an integer factor for reading.
+pub fn save_grid(images: &Tensor, cols: i64, scale: u32, path: &Path) -> Result<()> {
+    let grid = image_grid(images, cols)?;
+    let grid = image::imageops::resize(
+        &grid,
+        grid.width() * scale,
+        grid.height() * scale,
+        image::imageops::FilterType::Nearest,
+    );
+    let mut bytes = Vec::new();
+    grid.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes a CSV file from a header and rows of numbers.
+pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<f64>]) -> Result<()> {
+    let mut s = header.join(",");
+    s.push('\n');
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+        s.push_str(&cells.join(","));
+        s.push('\n');
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_each_image_and_maps_range() {
+        // Two 1×2×2 images: all −1 (black) and all +1 (white), in a 2-column grid.
+        let imgs = Tensor::cat(
+            &[
+                Tensor::full([1, 1, 2, 2], -1.0, (Kind::Float, Device::Cpu)),
+                Tensor::full([1, 1, 2, 2], 1.0, (Kind::Float, Device::Cpu)),
+            ],
+            0,
+        );
+        let g = image_grid(&imgs, 2).unwrap();
+        assert_eq!((g.width(), g.height()), (2 * 4 + 2, 4 + 2));
+        assert_eq!(g.get_pixel(2, 2).0, [0, 0, 0]);
+        assert_eq!(g.get_pixel(3, 3).0, [0, 0, 0]);
+        assert_eq!(g.get_pixel(6, 2).0, [255, 255, 255]);
+        assert_eq!(g.get_pixel(0, 0).0, [255, 255, 255]); // border
+        assert!(image_grid(&Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)), 1).is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = std::env::temp_dir().join(format!("util-atomic-{}", std::process::id()));
+        let p = dir.join("x.txt");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary files left behind");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn device_names_parse() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown device"));
+    }
+}
