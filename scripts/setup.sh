@@ -14,9 +14,18 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${DIFFUSION_VENV:-$ROOT/.venv}"
+# Without DIFFUSION_VENV, keep using the venv that .libtorch already points at
+# (set up earlier with DIFFUSION_VENV), else the default .venv in the repo.
+linked_venv() {
+  local t; t="$(readlink -f "$ROOT/.libtorch" 2>/dev/null)" || return 0
+  local v="${t%/lib/python*/site-packages/torch}"
+  [ "$v" != "$t" ] && [ -x "$v/bin/python" ] && printf '%s\n' "$v"
+  return 0
+}
+VENV="${DIFFUSION_VENV:-$(linked_venv)}"
+VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="2.11.0"
-MDBOOK_VERSION="0.5.4"
+MDBOOK_VERSION="0.5.3"   # the version mdbook-katex 0.10.0 is built against
 MDBOOK_KATEX_VERSION="0.10.0"
 DATA_DIR="/usr/share/datasets/fashion-mnist"
 

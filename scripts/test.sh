@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: setup, then every check of the book and its code.
+# Exits non-zero on the first failure.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "cargo test --workspace"
+cargo test --workspace --quiet
+
+step "cargo build --workspace --examples"
+cargo build --workspace --examples --quiet
+
+step "mdbook test"
+bash scripts/book-test.sh
+
+step "the book check can fail: a broken snippet must fail mdbook test"
+bash scripts/check-book-test-fails.sh
+
+step "mdbook build"
+mdbook build
+[ -f "$(target_dir)/book/index.html" ] || { echo "error: mdbook build produced no index.html" >&2; exit 1; }
+
+step "all checks passed"
