@@ -54,6 +54,7 @@ pub fn q_mean_var(x0: &ArrayD<f64>, alpha_bar_t: f64) -> (ArrayD<f64>, f64) {
     (x0.mapv(|x| alpha_bar_t.sqrt() * x), 1.0 - alpha_bar_t)
 }
 
+// ANCHOR: oracle_posterior
 /// q(x_{t−1} | x_t, x_0) by Bayes' rule, elementwise:
 ///   prior      q(x_{t−1} | x_0)     = N(√ᾱ_{t−1} x_0, 1 − ᾱ_{t−1})
 ///   likelihood q(x_t | x_{t−1})     = N(√α_t x_{t−1}, β_t)
@@ -79,3 +80,4 @@ pub fn posterior(
     mean.zip_mut_with(xt, |m, &x| *m = var * (*m + alpha.sqrt() * x / beta));
     (mean, var)
 }
+// ANCHOR_END: oracle_posterior

@@ -13,6 +13,15 @@ pub fn best_device() -> Device {
 }
 // ANCHOR_END: best_device
 
+/// Runs an example's `main`, printing an error as one line `error: …` (with
+/// its causes joined by `: `) and exiting with status 1 instead of panicking.
+pub fn run(main: impl FnOnce() -> Result<()>) {
+    if let Err(e) = main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {

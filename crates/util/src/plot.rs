@@ -75,6 +75,7 @@ pub fn line_panels(
             chart
                 .configure_mesh()
                 .x_desc(*xl)
+                .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_desc(*yl)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
