@@ -29,7 +29,10 @@ fn main() {
         fail("LIBTORCH is not set: build from the repository root (see .cargo/config.toml) after running scripts/setup.sh");
     };
     // Re-check when the venv changes (or disappears: a missing file always reruns).
-    println!("cargo:rerun-if-changed={}", torch.join("version.py").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        torch.join("version.py").display()
+    );
     let lib = torch.join("lib");
     if !lib.join("libtorch_cpu.so").exists() {
         fail(&format!(

@@ -13,3 +13,9 @@ cargo run --quiet --example device_info > "$GEN/device_info.txt"
 
 echo "==> forward_process"
 cargo run --quiet --release --example forward_process -- --out "$FIG/forward" > "$GEN/forward_process.txt"
+
+echo "==> network_summary"
+cargo run --quiet --release --example network_summary -- --figure-dir "$FIG/network" > "$GEN/network_summary.txt"
+
+echo "==> parity with PyTorch"
+cargo test --quiet -p network --test parity -- --nocapture 2>/dev/null | grep -E "Δ|written" > "$GEN/parity.txt"

@@ -17,7 +17,7 @@ cargo run --quiet --release --example forward_process -- --out "$OUT/forward"
 
 echo "==> building the book"
 mdbook build 2>&1 | grep -v '^ INFO' || true
-BOOK="$(target_dir)/book"
+BOOK="$ROOT/target/book"   # build-dir in book.toml
 [ -f "$BOOK/index.html" ] || { echo "error: mdbook build failed" >&2; exit 1; }
 
 cat <<MSG

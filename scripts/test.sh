@@ -23,6 +23,6 @@ bash scripts/check-book-test-fails.sh
 
 step "mdbook build"
 mdbook build
-[ -f "$(target_dir)/book/index.html" ] || { echo "error: mdbook build produced no index.html" >&2; exit 1; }
+[ -f "$ROOT/target/book/index.html" ] || { echo "error: mdbook build produced no index.html" >&2; exit 1; }
 
 step "all checks passed"

@@ -26,7 +26,11 @@ struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(31..=100_000))]
     steps: u32,
     /// Timesteps shown as columns, as fractions of T.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.05,0.1,0.2,0.3,0.5,0.7,1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,0.05,0.1,0.2,0.3,0.5,0.7,1"
+    )]
     at: Vec<f64>,
     /// Seed for the choice of images and the noise.
     #[arg(long, default_value_t = 0)]
@@ -43,7 +47,10 @@ fn main() {
         let perm = Tensor::randperm(test.len(), (Kind::Int64, Device::Cpu));
         let labels = test.labels.index_select(0, &perm);
         let picks: Vec<i64> = (0..test.num_classes)
-            .map(|c| perm.get(labels.eq(c).nonzero().get(0).int64_value(&[])).int64_value(&[]))
+            .map(|c| {
+                perm.get(labels.eq(c).nonzero().get(0).int64_value(&[]))
+                    .int64_value(&[])
+            })
             .collect();
         let x0 = test.images.index_select(0, &Tensor::from_slice(&picks));
         let n = x0.size()[0];
@@ -55,13 +62,17 @@ fn main() {
         // One noise draw per image, reused across columns and schedules, so each
         // row shows a single path x_0 → x_T.
         let eps = Tensor::randn_like(&x0);
-        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
 
         let mut csv_rows = Vec::new();
         let mut alpha_series = Vec::new();
         let mut snr_series = Vec::new();
         println!("T = {steps}; columns at t = {columns:?}");
-        println!("{:>13}  {:>10} {:>10} {:>10} {:>10}  {:>8}", "schedule", "ᾱ_0", "ᾱ_T/4", "ᾱ_T/2", "ᾱ_T−1", "SNR=1 at");
+        println!(
+            "{:>13}  {:>10} {:>10} {:>10} {:>10}  {:>8}",
+            "schedule", "ᾱ_0", "ᾱ_T/4", "ᾱ_T/2", "ᾱ_T−1", "SNR=1 at"
+        );
         for kind in ScheduleKind::ALL {
             let s = Schedule::new(kind, steps, Device::Cpu)?;
             // ANCHOR: noising_grid
@@ -77,14 +88,33 @@ fn main() {
             util::save_grid(&grid, columns.len() as i64, 2, &path)?;
 
             let ab = &s.alpha_bar_host;
-            let crossing = ab.iter().position(|&a| a / (1.0 - a) < 1.0).unwrap_or(steps);
+            let crossing = ab
+                .iter()
+                .position(|&a| a / (1.0 - a) < 1.0)
+                .unwrap_or(steps);
             println!(
                 "{:>13}  {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e}  {:>8}",
-                kind.name(), ab[0], ab[steps / 4], ab[steps / 2], ab[steps - 1], crossing
+                kind.name(),
+                ab[0],
+                ab[steps / 4],
+                ab[steps / 2],
+                ab[steps - 1],
+                crossing
             );
-            let pts = |f: &dyn Fn(f64) -> f64| ab.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
-            alpha_series.push(Series { name: kind.name().into(), points: pts(&|a| a) });
-            snr_series.push(Series { name: kind.name().into(), points: pts(&|a| (a / (1.0 - a)).ln()) });
+            let pts = |f: &dyn Fn(f64) -> f64| {
+                ab.iter()
+                    .enumerate()
+                    .map(|(t, &a)| (t as f64, f(a)))
+                    .collect()
+            };
+            alpha_series.push(Series {
+                name: kind.name().into(),
+                points: pts(&|a| a),
+            });
+            snr_series.push(Series {
+                name: kind.name().into(),
+                points: pts(&|a| (a / (1.0 - a)).ln()),
+            });
             for (t, &a) in ab.iter().enumerate() {
                 if t % 10 == 0 || t == steps - 1 {
                     if csv_rows.len() <= t / 10 {
@@ -99,7 +129,12 @@ fn main() {
             &args.out.join("schedules.png"),
             &[
                 ("ᾱ_t: how much signal is left", "t", "ᾱ_t", alpha_series),
-                ("log SNR(t) = log ᾱ_t / (1 − ᾱ_t)", "t", "log SNR", snr_series),
+                (
+                    "log SNR(t) = log ᾱ_t / (1 − ᾱ_t)",
+                    "t",
+                    "log SNR",
+                    snr_series,
+                ),
             ],
             (1200, 450),
         )?;
@@ -111,7 +146,10 @@ fn main() {
         }
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         util::write_csv(&args.out.join("schedules.csv"), &header, &csv_rows)?;
-        println!("wrote {}/{{noising_*.png, schedules.png, schedules.csv}}", args.out.display());
+        println!(
+            "wrote {}/{{noising_*.png, schedules.png, schedules.csv}}",
+            args.out.display()
+        );
         Ok(())
     })
 }

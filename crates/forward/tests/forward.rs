@@ -16,7 +16,10 @@ fn assert_close(name: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let tol = 1e-6 * w.abs().max(1.0);
-        assert!((g - w).abs() <= tol, "{name}[{i}]: tch {g} vs oracle {w} (tol {tol})");
+        assert!(
+            (g - w).abs() <= tol,
+            "{name}[{i}]: tch {g} vs oracle {w} (tol {tol})"
+        );
     }
 }
 
@@ -25,23 +28,46 @@ fn assert_close(name: &str, got: &[f64], want: &[f64]) {
 fn oracle_columns(b: &Array1<f64>) -> Vec<(&'static str, Vec<f64>)> {
     let ab = oracle::alpha_bar(b);
     let n = b.len();
-    let prev: Vec<f64> = (0..n).map(|t| if t == 0 { 1.0 } else { ab[t - 1] }).collect();
-    let post_var: Vec<f64> = (0..n).map(|t| b[t] * (1.0 - prev[t]) / (1.0 - ab[t])).collect();
+    let prev: Vec<f64> = (0..n)
+        .map(|t| if t == 0 { 1.0 } else { ab[t - 1] })
+        .collect();
+    let post_var: Vec<f64> = (0..n)
+        .map(|t| b[t] * (1.0 - prev[t]) / (1.0 - ab[t]))
+        .collect();
     vec![
         ("betas", b.to_vec()),
         ("alphas", b.iter().map(|x| 1.0 - x).collect()),
         ("alpha_bar", ab.to_vec()),
         ("alpha_bar_prev", prev.clone()),
         ("sqrt_alpha_bar", ab.iter().map(|a| a.sqrt()).collect()),
-        ("sqrt_one_minus_alpha_bar", ab.iter().map(|a| (1.0 - a).sqrt()).collect()),
-        ("sqrt_recip_alpha_bar", ab.iter().map(|a| 1.0 / a.sqrt()).collect()),
-        ("sqrt_recipm1_alpha_bar", ab.iter().map(|a| (1.0 / a - 1.0).sqrt()).collect()),
+        (
+            "sqrt_one_minus_alpha_bar",
+            ab.iter().map(|a| (1.0 - a).sqrt()).collect(),
+        ),
+        (
+            "sqrt_recip_alpha_bar",
+            ab.iter().map(|a| 1.0 / a.sqrt()).collect(),
+        ),
+        (
+            "sqrt_recipm1_alpha_bar",
+            ab.iter().map(|a| (1.0 / a - 1.0).sqrt()).collect(),
+        ),
         ("posterior_variance", post_var.clone()),
-        ("posterior_log_variance_clipped", (0..n).map(|t| post_var[t.max(1)].ln()).collect()),
-        ("posterior_mean_coef1", (0..n).map(|t| b[t] * prev[t].sqrt() / (1.0 - ab[t])).collect()),
+        (
+            "posterior_log_variance_clipped",
+            (0..n).map(|t| post_var[t.max(1)].ln()).collect(),
+        ),
+        (
+            "posterior_mean_coef1",
+            (0..n)
+                .map(|t| b[t] * prev[t].sqrt() / (1.0 - ab[t]))
+                .collect(),
+        ),
         (
             "posterior_mean_coef2",
-            (0..n).map(|t| (1.0 - prev[t]) * (1.0 - b[t]).sqrt() / (1.0 - ab[t])).collect(),
+            (0..n)
+                .map(|t| (1.0 - prev[t]) * (1.0 - b[t]).sqrt() / (1.0 - ab[t]))
+                .collect(),
         ),
         ("snr", ab.iter().map(|a| a / (1.0 - a)).collect()),
     ]
@@ -58,7 +84,10 @@ fn columns(s: &Schedule) -> Vec<(&'static str, &Tensor)> {
         ("sqrt_recip_alpha_bar", &s.sqrt_recip_alpha_bar),
         ("sqrt_recipm1_alpha_bar", &s.sqrt_recipm1_alpha_bar),
         ("posterior_variance", &s.posterior_variance),
-        ("posterior_log_variance_clipped", &s.posterior_log_variance_clipped),
+        (
+            "posterior_log_variance_clipped",
+            &s.posterior_log_variance_clipped,
+        ),
         ("posterior_mean_coef1", &s.posterior_mean_coef1),
         ("posterior_mean_coef2", &s.posterior_mean_coef2),
         ("snr", &s.snr),
@@ -90,7 +119,12 @@ fn schedules_match_the_f64_oracle() {
                     assert_eq!(e1, e2);
                     assert!(e1.to_string().contains("≥ 1"), "{e1}");
                 }
-                (a, b) => panic!("{} T={steps}: tch {:?} vs oracle {:?}", kind.name(), a.err(), b.err()),
+                (a, b) => panic!(
+                    "{} T={steps}: tch {:?} vs oracle {:?}",
+                    kind.name(),
+                    a.err(),
+                    b.err()
+                ),
             }
         }
     }
@@ -105,12 +139,22 @@ fn schedules_are_monotone_and_end_near_zero() {
     let mut record = Vec::new();
     for kind in ScheduleKind::ALL {
         for steps in STEPS {
-            let Ok(b) = oracle::betas(kind, steps) else { continue };
+            let Ok(b) = oracle::betas(kind, steps) else {
+                continue;
+            };
             let s = Schedule::new(kind, steps, Device::Cpu).unwrap();
             let beta = host(&s.betas);
-            assert!(beta.iter().all(|&x| x > 0.0 && x < 1.0), "{} T={steps}: β outside (0, 1)", kind.name());
+            assert!(
+                beta.iter().all(|&x| x > 0.0 && x < 1.0),
+                "{} T={steps}: β outside (0, 1)",
+                kind.name()
+            );
             let ab = &s.alpha_bar_host;
-            assert!(ab.windows(2).all(|w| w[1] < w[0]), "{} T={steps}: ᾱ not strictly decreasing", kind.name());
+            assert!(
+                ab.windows(2).all(|w| w[1] < w[0]),
+                "{} T={steps}: ᾱ not strictly decreasing",
+                kind.name()
+            );
             let end = *ab.last().unwrap();
             record.push(format!("{:>13} T={steps:<4} ᾱ_T = {end:.3e}", kind.name()));
             // The linear schedule was designed for T = 1000: with fewer steps its
@@ -119,7 +163,11 @@ fn schedules_are_monotone_and_end_near_zero() {
             if kind == ScheduleKind::Linear && steps < 1000 {
                 assert!(end > 0.01, "linear T={steps}: ᾱ_T = {end}");
             } else {
-                assert!(end < ALPHA_BAR_END_TOL, "{} T={steps}: ᾱ_T = {end:e}", kind.name());
+                assert!(
+                    end < ALPHA_BAR_END_TOL,
+                    "{} T={steps}: ᾱ_T = {end:e}",
+                    kind.name()
+                );
             }
             let _ = b;
         }
@@ -139,7 +187,10 @@ fn q_sample_has_the_closed_form_mean_and_variance() {
     for kind in ScheduleKind::ALL {
         let s = Schedule::new(kind, 1000, Device::Cpu).unwrap();
         for step in [0i64, 100, 500, 999] {
-            let x0 = Tensor::from_slice(&x0_vals).reshape([1, 1, 2, 2]).expand([n, 1, 2, 2], false).contiguous();
+            let x0 = Tensor::from_slice(&x0_vals)
+                .reshape([1, 1, 2, 2])
+                .expand([n, 1, 2, 2], false)
+                .contiguous();
             let noise = Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu));
             let t = s.timestep(step, n).unwrap();
             let xt = s.q_sample(&x0, &t, &noise).unwrap().to_kind(Kind::Double);
@@ -148,10 +199,21 @@ fn q_sample_has_the_closed_form_mean_and_variance() {
             let ab = s.alpha_bar_host[step as usize];
             let sigma2 = 1.0 - ab;
             for (i, &x) in x0_vals.iter().enumerate() {
-                let (want_mean, tol_mean) = (ab.sqrt() * x as f64, 5.0 * (sigma2 / n as f64).sqrt());
+                let (want_mean, tol_mean) =
+                    (ab.sqrt() * x as f64, 5.0 * (sigma2 / n as f64).sqrt());
                 let tol_var = 5.0 * sigma2 * (2.0 / (n as f64 - 1.0)).sqrt();
-                assert!((mean[i] - want_mean).abs() < tol_mean, "{} t={step}: mean {} vs {want_mean}", kind.name(), mean[i]);
-                assert!((var[i] - sigma2).abs() < tol_var, "{} t={step}: var {} vs {sigma2}", kind.name(), var[i]);
+                assert!(
+                    (mean[i] - want_mean).abs() < tol_mean,
+                    "{} t={step}: mean {} vs {want_mean}",
+                    kind.name(),
+                    mean[i]
+                );
+                assert!(
+                    (var[i] - sigma2).abs() < tol_var,
+                    "{} t={step}: var {} vs {sigma2}",
+                    kind.name(),
+                    var[i]
+                );
             }
         }
     }
@@ -175,13 +237,25 @@ fn q_posterior_equals_bayes_rule_in_the_oracle() {
             let (mean, var) = oracle::posterior(&b, &row(&x0), &row(&xt), step as usize);
             let got_mean = host(&post.mean.get(i as i64));
             for (g, w) in got_mean.iter().zip(mean.iter()) {
-                assert!((g - w).abs() < 1e-5, "{} t={step}: mean {g} vs {w}", kind.name());
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "{} t={step}: mean {g} vs {w}",
+                    kind.name()
+                );
             }
             let got_var = host(&post.variance.get(i as i64))[0];
-            assert!((got_var - var).abs() <= 1e-6 * var.max(1e-3), "{} t={step}: var {got_var} vs {var}", kind.name());
+            assert!(
+                (got_var - var).abs() <= 1e-6 * var.max(1e-3),
+                "{} t={step}: var {got_var} vs {var}",
+                kind.name()
+            );
             if step > 0 {
                 let got_log = host(&post.log_variance.get(i as i64))[0];
-                assert!((got_log - var.ln()).abs() < 1e-5, "t={step}: log-var {got_log} vs {}", var.ln());
+                assert!(
+                    (got_log - var.ln()).abs() < 1e-5,
+                    "t={step}: log-var {got_log} vs {}",
+                    var.ln()
+                );
             }
         }
     }
@@ -191,24 +265,61 @@ fn q_posterior_equals_bayes_rule_in_the_oracle() {
 fn bad_timesteps_and_shapes_get_clear_errors() {
     let s = Schedule::new(ScheduleKind::Linear, 1000, Device::Cpu).unwrap();
     let err = s.timesteps(&Tensor::from_slice(&[3i64, 1000])).unwrap_err();
-    assert_eq!(err, ForwardError::TimestepOutOfRange { t: 1000, steps: 1000 });
-    assert_eq!(err.to_string(), "timestep 1000 is out of range: valid timesteps are 0..=999 (T = 1000)");
+    assert_eq!(
+        err,
+        ForwardError::TimestepOutOfRange {
+            t: 1000,
+            steps: 1000
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "timestep 1000 is out of range: valid timesteps are 0..=999 (T = 1000)"
+    );
     let err = s.timesteps(&Tensor::from_slice(&[-1i64, 5])).unwrap_err();
     assert_eq!(err, ForwardError::TimestepOutOfRange { t: -1, steps: 1000 });
-    assert!(matches!(s.timesteps(&Tensor::from_slice(&[3i32])), Err(ForwardError::TimestepKind { kind: Kind::Int, .. })));
-    assert!(matches!(s.timesteps(&Tensor::from_slice(&[3.0f32])), Err(ForwardError::TimestepKind { .. })));
-    assert!(matches!(s.timesteps(&Tensor::zeros([2, 2], (Kind::Int64, Device::Cpu))), Err(ForwardError::TimestepKind { .. })));
+    assert!(matches!(
+        s.timesteps(&Tensor::from_slice(&[3i32])),
+        Err(ForwardError::TimestepKind {
+            kind: Kind::Int,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.timesteps(&Tensor::from_slice(&[3.0f32])),
+        Err(ForwardError::TimestepKind { .. })
+    ));
+    assert!(matches!(
+        s.timesteps(&Tensor::zeros([2, 2], (Kind::Int64, Device::Cpu))),
+        Err(ForwardError::TimestepKind { .. })
+    ));
 
     let x0 = Tensor::zeros([2, 1, 4, 4], (Kind::Float, Device::Cpu));
     let t = s.timestep(5, 2).unwrap();
     // Noise of a broadcastable but different shape must not be silently broadcast.
-    let err = s.q_sample(&x0, &t, &Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu))).unwrap_err();
-    assert!(err.to_string().starts_with("noise: expected shape [2, 1, 4, 4], got [1, 1, 4, 4]"), "{err}");
-    let err = s.q_sample(&x0, &s.timestep(5, 3).unwrap(), &x0).unwrap_err();
+    let err = s
+        .q_sample(
+            &x0,
+            &t,
+            &Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu)),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("noise: expected shape [2, 1, 4, 4], got [1, 1, 4, 4]"),
+        "{err}"
+    );
+    let err = s
+        .q_sample(&x0, &s.timestep(5, 3).unwrap(), &x0)
+        .unwrap_err();
     assert!(matches!(err, ForwardError::ShapeMismatch { .. }), "{err}");
     let err = s.q_sample(&x0.to_kind(Kind::Uint8), &t, &x0).unwrap_err();
     assert!(matches!(err, ForwardError::NotFloat { .. }), "{err}");
-    assert!("sigmoid".parse::<ScheduleKind>().unwrap_err().to_string().contains("use linear, scaled_linear or cosine"));
+    assert!("sigmoid"
+        .parse::<ScheduleKind>()
+        .unwrap_err()
+        .to_string()
+        .contains("use linear, scaled_linear or cosine"));
     assert!(Schedule::new(ScheduleKind::Linear, 1, Device::Cpu).is_err());
 }
 
@@ -220,10 +331,18 @@ fn q_sample_at_matching_timesteps_is_per_sample() {
     let x0 = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
     let eps = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
     let ts = [0i64, 499, 999];
-    let batched = s.q_sample(&x0, &s.timesteps(&Tensor::from_slice(&ts)).unwrap(), &eps).unwrap();
+    let batched = s
+        .q_sample(&x0, &s.timesteps(&Tensor::from_slice(&ts)).unwrap(), &eps)
+        .unwrap();
     for (i, &step) in ts.iter().enumerate() {
         let i = i as i64;
-        let one = s.q_sample(&x0.narrow(0, i, 1), &s.timestep(step, 1).unwrap(), &eps.narrow(0, i, 1)).unwrap();
+        let one = s
+            .q_sample(
+                &x0.narrow(0, i, 1),
+                &s.timestep(step, 1).unwrap(),
+                &eps.narrow(0, i, 1),
+            )
+            .unwrap();
         assert!(one.equal(&batched.narrow(0, i, 1)), "sample {i}");
     }
 }

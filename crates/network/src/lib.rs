@@ -1,29 +1,63 @@
 //! The noise-prediction network ε_θ(x_t, t, y).
+//!
+//! Two models implement one trait, [`NoisePredictor`]:
+//! - [`SeedUNet`], the small UNet of the seed tutorial, laid out so that a
+//!   PyTorch `state_dict` maps onto it name for name;
+//! - [`UNet`], a stronger improved-DDPM-style model.
+mod seed;
+mod trace;
+mod unet;
+
+pub use seed::{SeedUNet, SeedUNetConfig};
+pub use trace::{LayerStat, Trace};
+pub use unet::{UNet, UNetConfig};
+
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum NetworkError {
     #[error("time-embedding dimension must be even and positive, got {0}")]
     OddEmbeddingDim(i64),
-    #[error("{0}")]
-    BadInput(String),
+    #[error("input must be (N, C, H, W), got shape {0:?}")]
+    Rank(Vec<i64>),
+    #[error("model expects {expected} image channel(s), input has {got}")]
+    Channels { expected: i64, got: i64 },
+    #[error("image size {h}×{w} is not divisible by {factor} (the model downsamples {factor}×)")]
+    Size { h: i64, w: i64, factor: i64 },
+    #[error("{what}: expected {expected} values (one per image), got shape {got:?}")]
+    Batch {
+        what: &'static str,
+        expected: i64,
+        got: Vec<i64>,
+    },
+    #[error("label {label} is out of range: classes are 0..{num_classes} (and {num_classes} = null for guidance)")]
+    Label { label: i64, num_classes: i64 },
+    #[error("labels were given to an unconditional model (built with num_classes = None)")]
+    Unconditional,
+    #[error("invalid config: {0}")]
+    Config(String),
 }
 
 pub type Result<T> = std::result::Result<T, NetworkError>;
 
-/// What every denoiser offers the training loop and the samplers: given x_t
-/// (N, C, H, W), timesteps t (N,) and optional labels y (N,), predict a tensor
-/// of x_t's shape.
+// ANCHOR: trait
+/// What the training loop and the samplers see of a network: given x_t
+/// (N, C, H, W), timesteps t (N,) and optional labels y (N,), return a tensor of
+/// x_t's shape (ε̂, x̂_0 or v̂, depending on how it was trained). `train`
+/// switches dropout on.
 pub trait NoisePredictor {
     fn predict(&self, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>, train: bool) -> Result<Tensor>;
+    /// Number of real classes; the null class for guidance is this index.
+    fn num_classes(&self) -> Option<i64>;
 }
+// ANCHOR_END: trait
 
 /// The transformer's sinusoidal embedding, as DDPM uses it for timesteps.
 pub const MAX_PERIOD: f64 = 10_000.0;
 
 // ANCHOR: timestep_embedding
-/// emb(t)[i]       = sin(t · ω_i),  emb(t)[i + d/2] = cos(t · ω_i),
-/// ω_i = MAX_PERIOD^(−i/(d/2)),  i = 0 … d/2 − 1.  Returns (N, d) f32.
+/// emb(t) = [sin(t·ω_0) … sin(t·ω_{d/2−1}), cos(t·ω_0) … cos(t·ω_{d/2−1})],
+/// ω_i = MAX_PERIOD^(−i/(d/2)). Returns (N, d) f32.
 pub fn timestep_embedding(t: &Tensor, dim: i64) -> Result<Tensor> {
     if dim <= 0 || dim % 2 != 0 {
         return Err(NetworkError::OddEmbeddingDim(dim));
@@ -39,6 +73,72 @@ pub fn timestep_embedding(t: &Tensor, dim: i64) -> Result<Tensor> {
 /// The embedding on the CPU for a list of timesteps, for figures.
 pub fn embedding_table(timesteps: &[i64], dim: i64) -> Result<Tensor> {
     timestep_embedding(&Tensor::from_slice(timesteps).to_device(Device::Cpu), dim)
+}
+
+/// Checks x_t, t and y against a model's expectations (shared by both models).
+pub(crate) fn check_inputs(
+    x: &Tensor,
+    t: &Tensor,
+    y: Option<&Tensor>,
+    channels: i64,
+    factor: i64,
+    num_classes: Option<i64>,
+) -> Result<()> {
+    let [n, c, h, w] = x.size()[..] else {
+        return Err(NetworkError::Rank(x.size()));
+    };
+    if c != channels {
+        return Err(NetworkError::Channels {
+            expected: channels,
+            got: c,
+        });
+    }
+    if h % factor != 0 || w % factor != 0 {
+        return Err(NetworkError::Size { h, w, factor });
+    }
+    if t.size() != [n] {
+        return Err(NetworkError::Batch {
+            what: "timesteps",
+            expected: n,
+            got: t.size(),
+        });
+    }
+    if let Some(y) = y {
+        let Some(k) = num_classes else {
+            return Err(NetworkError::Unconditional);
+        };
+        if y.size() != [n] {
+            return Err(NetworkError::Batch {
+                what: "labels",
+                expected: n,
+                got: y.size(),
+            });
+        }
+        if n > 0 {
+            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            if lo < 0 || hi > k {
+                return Err(NetworkError::Label {
+                    label: if lo < 0 { lo } else { hi },
+                    num_classes: k,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Labels for the class embedding: the given ones, or the null class
+/// (= num_classes) for every image when none are given.
+pub(crate) fn labels_or_null(
+    y: Option<&Tensor>,
+    n: i64,
+    num_classes: i64,
+    device: Device,
+) -> Tensor {
+    match y {
+        Some(y) => y.to_kind(Kind::Int64),
+        None => Tensor::full([n], num_classes, (Kind::Int64, device)),
+    }
 }
 
 #[cfg(test)]
@@ -66,11 +166,9 @@ mod tests {
             // f32 angles up to 999 rad carry ~6e-5 absolute rounding error.
             assert!((*g as f64 - w).abs() < 2e-4, "{g} vs {w}");
         }
-        // t = 0: sin part is 0, cos part is 1.
-        assert!(
-            got[..half].iter().all(|&v| v == 0.0)
-                && got[half..dim as usize].iter().all(|&v| v == 1.0)
-        );
+        // t = 0: the sin half is 0, the cos half is 1.
+        assert!(got[..half].iter().all(|&v| v == 0.0));
+        assert!(got[half..dim as usize].iter().all(|&v| v == 1.0));
     }
 
     #[test]
@@ -80,6 +178,7 @@ mod tests {
             timestep_embedding(&t, 7).unwrap_err(),
             NetworkError::OddEmbeddingDim(7)
         );
+        assert!(timestep_embedding(&t, 0).is_err());
         assert!(timestep_embedding(&t, 7)
             .unwrap_err()
             .to_string()

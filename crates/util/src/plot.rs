@@ -103,3 +103,66 @@ pub fn line_panels(
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// A heat map of a matrix (rows × cols, row-major) with a blue–white–red
+/// diverging palette for values in [lo, hi].
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    values: &[f32],
+    (rows, cols): (usize, usize),
+    (lo, hi): (f32, f32),
+    size: (u32, u32),
+) -> Result<()> {
+    if values.len() != rows * cols || rows == 0 || cols == 0 {
+        return Err(anyhow!(
+            "heat map needs {rows}×{cols} values, got {}",
+            values.len()
+        ));
+    }
+    register_font()?;
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0..cols as i32, 0..rows as i32)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let colour = |v: f32| {
+            let u = ((v - lo) / (hi - lo)).clamp(0.0, 1.0) as f64 * 2.0 - 1.0; // −1 … 1
+            let w = |a: f64| (255.0 * a) as u8;
+            if u < 0.0 {
+                RGBColor(w(1.0 + u), w(1.0 + u), 255)
+            } else {
+                RGBColor(255, w(1.0 - u), w(1.0 - u))
+            }
+        };
+        chart
+            .draw_series(
+                (0..rows)
+                    .flat_map(|r| (0..cols).map(move |c| (r, c)))
+                    .map(|(r, c)| {
+                        Rectangle::new(
+                            [(c as i32, r as i32), (c as i32 + 1, r as i32 + 1)],
+                            colour(values[r * cols + c]).filled(),
+                        )
+                    }),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The two networks, layer by layer: output shapes, parameters, MACs counted
+//! during a real forward pass, and forward throughput.
+//!
+//! cargo run --release --example network_summary [-- --figure-dir DIR]
+use clap::Parser;
+use network::{timestep_embedding, SeedUNet, SeedUNetConfig, Trace, UNet, UNetConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{nn, Kind, Tensor};
+
+#[derive(Parser)]
+#[command(about = "Per-layer table, parameters, MACs and images/s for SeedUNet and UNet")]
+struct Args {
+    /// Batch size for the throughput measurement.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..))]
+    batch: i64,
+    /// Timed repeats (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    repeats: u32,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Also write the time-embedding heat map here.
+    #[arg(long)]
+    figure_dir: Option<PathBuf>,
+}
+
+/// A model as a closure: (x, t, y, trace) → output.
+type Forward = Box<dyn Fn(&Tensor, &Tensor, &Tensor, &mut Trace) -> network::Result<Tensor>>;
+
+fn main() {
+    util::run(|| {
+        let args = Args::parse();
+        let device = util::parse_device(&args.device)?;
+        tch::manual_seed(0);
+        println!(
+            "device: {device:?}, batch {} for images/s, median of {} runs",
+            args.batch, args.repeats
+        );
+        let configs: Vec<(String, i64, i64)> = vec![
+            ("SeedUNet C=64, 28×28×1, 10 classes".into(), 1, 28),
+            ("SeedUNet C=128, 28×28×1, 10 classes".into(), 1, 28),
+            ("UNet C=32 ×(1,2,2), attention, 28×28×1".into(), 1, 28),
+            ("UNet C=64 ×(1,2,2,2), attention, 32×32×3".into(), 3, 32),
+        ];
+        for (i, (title, ch, hw)) in configs.into_iter().enumerate() {
+            let vs = nn::VarStore::new(device);
+            let model: Forward = match i {
+                0 | 1 => {
+                    let c = if i == 0 { 64 } else { 128 };
+                    let m = SeedUNet::new(
+                        &vs.root(),
+                        SeedUNetConfig {
+                            in_channels: ch,
+                            channels: c,
+                            num_classes: Some(10),
+                        },
+                    )?;
+                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), tr))
+                }
+                2 => {
+                    let m = UNet::new(&vs.root(), UNetConfig::default())?;
+                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))
+                }
+                _ => {
+                    let cfg = UNetConfig {
+                        in_channels: 3,
+                        channels: 64,
+                        channel_mults: vec![1, 2, 2, 2],
+                        ..Default::default()
+                    };
+                    let m = UNet::new(&vs.root(), cfg)?;
+                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))
+                }
+            };
+            let input = |n: i64| {
+                (
+                    Tensor::randn([n, ch, hw, hw], (Kind::Float, device)),
+                    Tensor::randint(1000, [n], (Kind::Int64, device)),
+                    Tensor::randint(10, [n], (Kind::Int64, device)),
+                )
+            };
+            let (x, t, y) = input(1);
+            let mut tr = Trace::on();
+            let _ = tch::no_grad(|| model(&x, &t, &y, &mut tr))?;
+            println!("\n## {title}\n");
+            println!(
+                "{:<22} {:>18} {:>10} {:>12}",
+                "layer", "output shape", "params", "MACs"
+            );
+            for l in &tr.layers {
+                println!(
+                    "{:<22} {:>18} {:>10} {:>12}",
+                    l.name,
+                    format!("{:?}", &l.shape[1..]),
+                    l.params,
+                    l.macs
+                );
+            }
+            let total: i64 = vs.variables().values().map(|v| v.numel() as i64).sum();
+            assert_eq!(total, tr.total_params(), "every parameter is in the table");
+            println!(
+                "{:<22} {:>18} {:>10} {:>12}",
+                "total",
+                "",
+                tr.total_params(),
+                tr.total_macs()
+            );
+            println!(
+                "= {:.2} M parameters, {:.1} M MACs per {hw}×{hw} image",
+                total as f64 / 1e6,
+                tr.total_macs() as f64 / 1e6
+            );
+
+            let (x, t, y) = input(args.batch);
+            let mut times = Vec::new();
+            for rep in 0..=args.repeats {
+                let start = Instant::now();
+                let out = tch::no_grad(|| model(&x, &t, &y, &mut Trace::off()))?;
+                let _ = out.sum(Kind::Float).double_value(&[]); // waits for the device
+                if rep > 0 {
+                    times.push(start.elapsed().as_secs_f64()); // run 0 is a warm-up
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            println!(
+                "forward: {:.0} images/s (batch {}, median {:.1} ms)",
+                args.batch as f64 / median,
+                args.batch,
+                median * 1e3
+            );
+        }
+        if let Some(dir) = args.figure_dir {
+            std::fs::create_dir_all(&dir)?;
+            // ANCHOR: embedding_figure
+            let t = Tensor::arange(1000, (Kind::Int64, tch::Device::Cpu));
+            let emb = timestep_embedding(&t, 64)?; // (1000, 64)
+                                                   // ANCHOR_END: embedding_figure
+            let values = Vec::<f32>::try_from(emb.flatten(0, -1))?;
+            util::plot::heatmap(
+                &dir.join("embedding.png"),
+                "sinusoidal embedding of t (sin half | cos half)",
+                ("embedding dimension", "timestep t"),
+                &values,
+                (1000, 64),
+                (-1.0, 1.0),
+                (900, 600),
+            )?;
+            println!("\nwrote {}", dir.join("embedding.png").display());
+        }
+        Ok(())
+    })
+}

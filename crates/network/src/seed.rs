@@ -1,0 +1,200 @@
+//! SeedUNet: the small UNet of the seed tutorial, restated from its description.
+//!
+//! Variable names equal the keys of a PyTorch `state_dict` of the same layout
+//! (see `scripts/parity/network.py`), so one safetensors file loads in both:
+//!
+//! | VarStore / state_dict key      | shape                  | role                          |
+//! |--------------------------------|------------------------|-------------------------------|
+//! | `down1.weight`, `down1.bias`   | (C, in, 3, 3), (C)     | conv, stride 2: H → H/2       |
+//! | `norm1.weight`, `norm1.bias`   | (C), (C)               | GroupNorm(32, C)              |
+//! | `down2.weight`, `down2.bias`   | (2C, C, 3, 3), (2C)    | conv, stride 2: H/2 → H/4     |
+//! | `norm2.weight`, `norm2.bias`   | (2C), (2C)             | GroupNorm(32, 2C)             |
+//! | `time_mlp.weight`, `.bias`     | (2C, C), (2C)          | Linear(C → 2C) on emb(t)      |
+//! | `class_emb.weight`             | (K + 1, 2C)            | labels, row K = null class    |
+//! | `mid.weight`, `mid.bias`       | (2C, 2C, 3, 3), (2C)   | residual middle conv          |
+//! | `mid_norm.weight`, `.bias`     | (2C), (2C)             | GroupNorm(32, 2C)             |
+//! | `up2.weight`, `up2.bias`       | (C, 2C, 3, 3), (C)     | conv after upsampling to H/2  |
+//! | `up2_norm.weight`, `.bias`     | (C), (C)               | GroupNorm(32, C)              |
+//! | `up1.weight`, `up1.bias`       | (C, C, 3, 3), (C)      | conv after upsampling to H    |
+//! | `up1_norm.weight`, `.bias`     | (C), (C)               | GroupNorm(32, C)              |
+//! | `out.weight`, `out.bias`       | (in, C, 3, 3), (in)    | back to image channels        |
+use crate::{
+    check_inputs, labels_or_null, timestep_embedding, NetworkError, NoisePredictor, Result, Trace,
+};
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeedUNetConfig {
+    /// Image channels: 1 (MNIST, Fashion-MNIST) or 3 (CIFAR-10).
+    pub in_channels: i64,
+    /// Base width C; must be a multiple of 32 for GroupNorm(32).
+    pub channels: i64,
+    /// Number of classes K for conditioning, or None for an unconditional model.
+    pub num_classes: Option<i64>,
+}
+
+impl Default for SeedUNetConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 1,
+            channels: 64,
+            num_classes: Some(10),
+        }
+    }
+}
+
+/// conv 3×3 → GroupNorm(32) → ReLU, the repeated unit of the seed model.
+#[derive(Debug)]
+struct ConvNorm {
+    name: &'static str,
+    conv: nn::Conv2D,
+    norm: nn::GroupNorm,
+}
+
+impl ConvNorm {
+    fn new(
+        vs: &nn::Path,
+        name: &'static str,
+        norm: &str,
+        cin: i64,
+        cout: i64,
+        stride: i64,
+    ) -> Self {
+        let cfg = nn::ConvConfig {
+            stride,
+            padding: 1,
+            ..Default::default()
+        };
+        Self {
+            name,
+            conv: nn::conv2d(vs / name, cin, cout, 3, cfg),
+            norm: nn::group_norm(vs / norm, 32, cout, Default::default()),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, tr: &mut Trace) -> Tensor {
+        let out = self.norm.forward(&self.conv.forward(x)).relu();
+        tr.conv(self.name, &self.conv, &Trace::norm_params(&self.norm), &out);
+        out
+    }
+}
+
+#[derive(Debug)]
+pub struct SeedUNet {
+    pub config: SeedUNetConfig,
+    down1: ConvNorm,
+    down2: ConvNorm,
+    time_mlp: nn::Linear,
+    class_emb: Option<nn::Embedding>,
+    mid: ConvNorm,
+    up2: ConvNorm,
+    up1: ConvNorm,
+    out: nn::Conv2D,
+}
+
+impl SeedUNet {
+    pub fn new(vs: &nn::Path, config: SeedUNetConfig) -> Result<Self> {
+        let SeedUNetConfig {
+            in_channels: cin,
+            channels: c,
+            num_classes,
+        } = config;
+        if c <= 0 || c % 32 != 0 || c % 2 != 0 {
+            return Err(NetworkError::Config(format!(
+                "channels = {c}: must be a positive multiple of 32 (GroupNorm(32))"
+            )));
+        }
+        if !(cin == 1 || cin == 3) {
+            return Err(NetworkError::Config(format!(
+                "in_channels = {cin}: use 1 or 3"
+            )));
+        }
+        if num_classes.is_some_and(|k| k < 1) {
+            return Err(NetworkError::Config(
+                "num_classes must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            down1: ConvNorm::new(vs, "down1", "norm1", cin, c, 2),
+            down2: ConvNorm::new(vs, "down2", "norm2", c, 2 * c, 2),
+            time_mlp: nn::linear(vs / "time_mlp", c, 2 * c, Default::default()),
+            class_emb: num_classes
+                .map(|k| nn::embedding(vs / "class_emb", k + 1, 2 * c, Default::default())),
+            mid: ConvNorm::new(vs, "mid", "mid_norm", 2 * c, 2 * c, 1),
+            up2: ConvNorm::new(vs, "up2", "up2_norm", 2 * c, c, 1),
+            up1: ConvNorm::new(vs, "up1", "up1_norm", c, c, 1),
+            out: nn::conv2d(
+                vs / "out",
+                c,
+                cin,
+                3,
+                nn::ConvConfig {
+                    padding: 1,
+                    ..Default::default()
+                },
+            ),
+        })
+    }
+
+    // ANCHOR: seed_forward
+    /// ε_θ(x_t, t, y). `tr` records each layer when it is on.
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+        tr: &mut Trace,
+    ) -> Result<Tensor> {
+        let c = self.config.channels;
+        check_inputs(x, t, y, self.config.in_channels, 4, self.config.num_classes)?;
+        let n = x.size()[0];
+        // Encoder: two stride-2 convolutions, H → H/2 → H/4.
+        let d1 = self.down1.forward(x, tr); //   (N, C,  H/2, W/2)
+        let d2 = self.down2.forward(&d1, tr); // (N, 2C, H/4, W/4)
+                                              // Conditioning: ReLU(Linear(emb(t))) plus the class embedding, one 2C vector per image.
+        let time = self.time_mlp.forward(&timestep_embedding(t, c)?).relu();
+        tr.linear("time_mlp", &self.time_mlp, &time);
+        let cond = match (&self.class_emb, self.config.num_classes) {
+            (Some(emb), Some(k)) => {
+                let class = emb.forward(&labels_or_null(y, n, k, x.device()));
+                tr.record("class_emb", &class, &[&emb.ws], 0);
+                time + class
+            }
+            _ => time,
+        };
+        // Middle: add the conditioning at every pixel, then a residual conv block.
+        let h = d2 + cond.view([n, 2 * c, 1, 1]);
+        let h = &h + self.mid.forward(&h, tr);
+        // Decoder: nearest-neighbour upsampling, conv, and an additive skip from the encoder.
+        let h = self.up2.forward(&upsample(&h), tr) + d1; // (N, C, H/2, W/2)
+        let h = self.up1.forward(&upsample(&h), tr); //       (N, C, H, W)
+        let out = self.out.forward(&h);
+        tr.conv("out", &self.out, &[], &out);
+        Ok(out)
+    }
+    // ANCHOR_END: seed_forward
+}
+
+/// Nearest-neighbour upsampling by 2, as PyTorch's `F.interpolate(scale_factor=2)`.
+pub(crate) fn upsample(x: &Tensor) -> Tensor {
+    let s = x.size();
+    x.upsample_nearest2d([s[2] * 2, s[3] * 2], None, None)
+}
+
+impl NoisePredictor for SeedUNet {
+    fn predict(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+        _train: bool,
+    ) -> Result<Tensor> {
+        self.forward_t(x_t, t, y, &mut Trace::off())
+    }
+
+    fn num_classes(&self) -> Option<i64> {
+        self.config.num_classes
+    }
+}
