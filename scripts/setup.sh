@@ -69,7 +69,8 @@ install_crate() { # name version binary
   have="$("$3" --version 2>/dev/null | awk '{print $NF}' | sed 's/^v//' || true)"
   if [ "$have" != "$2" ]; then
     say "cargo install --locked $1 --version $2"
-    cargo install --locked --quiet "$1" --version "$2" || die "cargo install $1 $2 failed"
+    # From a neutral folder, so the project's .cargo/config.toml does not apply.
+    (cd / && cargo install --locked --quiet "$1" --version "$2") || die "cargo install $1 $2 failed"
   fi
 }
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
