@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 
+step "bad setups give one clear line"
+bash scripts/check-setup-errors.sh
+
 step "cargo test --workspace"
 cargo test --workspace --quiet
 
