@@ -1,5 +1,5 @@
 //! Classifier-free guidance (Ho & Salimans 2022).
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 // ANCHOR: guided_eps
 /// ε̃ = ε_u + w (ε_c − ε_u). w = 1 is the plain conditional model, w = 0 the
@@ -9,18 +9,14 @@ pub fn guided_eps(eps_uncond: &Tensor, eps_cond: &Tensor, w: f64) -> Tensor {
 }
 // ANCHOR_END: guided_eps
 
-// ANCHOR: drop_labels
-/// Replaces each label by the null class `num_classes` with probability p.
-pub fn drop_labels(labels: &Tensor, num_classes: i64, p_uncond: f64) -> Tensor {
-    let drop = Tensor::rand(labels.size().as_slice(), (Kind::Float, labels.device())).lt(p_uncond);
-    labels.where_self(&drop.logical_not(), &Tensor::full_like(labels, num_classes))
-}
-// ANCHOR_END: drop_labels
+/// Label dropout happens during training, so it lives in `training`; it is
+/// re-exported here because it is half of the method.
+pub use training::drop_labels;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn guidance_endpoints_and_paper_convention() {

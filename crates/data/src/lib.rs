@@ -1,6 +1,11 @@
 //! Image datasets as tensors: pixels scaled to [−1, 1] (N, C, H, W) f32 and
 //! labels (N,) i64.
+pub mod batches;
+pub mod cifar;
 pub mod idx;
+pub mod synthetic;
+
+pub use batches::Batches;
 
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -124,6 +129,90 @@ pub fn load_mnist_like(dir: &Path, split: Split) -> Result<Dataset> {
         labels,
         num_classes: 10,
     })
+}
+
+/// Loads CIFAR-10 from the folder of its binary batches.
+pub fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(DataError::MissingDir(dir.to_path_buf()));
+    }
+    let names: Vec<String> = match split {
+        Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+        Split::Test => vec!["test_batch.bin".into()],
+    };
+    let (mut labels, mut pixels) = (Vec::new(), Vec::new());
+    for name in names {
+        let path = dir.join(&name);
+        if !path.is_file() {
+            return Err(DataError::MissingFile {
+                dir: dir.to_path_buf(),
+                stem: name,
+            });
+        }
+        let (l, p) = cifar::read(&path)?;
+        labels.extend(l);
+        pixels.extend(p);
+    }
+    let n = labels.len() as i64;
+    let images = Tensor::from_slice(&pixels)
+        .reshape([n, 3, 32, 32])
+        .to_kind(Kind::Float)
+        / 127.5
+        - 1.0;
+    Ok(Dataset {
+        images,
+        labels: Tensor::from_slice(&labels).to_kind(Kind::Int64),
+        num_classes: 10,
+    })
+}
+
+/// The datasets the examples can train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    FashionMnist,
+    Mnist,
+    Cifar10,
+    /// Coloured shapes made in memory (see [`synthetic`]).
+    Synthetic,
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fashion-mnist" => Ok(Self::FashionMnist),
+            "mnist" => Ok(Self::Mnist),
+            "cifar10" => Ok(Self::Cifar10),
+            "synthetic" => Ok(Self::Synthetic),
+            _ => Err(format!(
+                "unknown dataset '{s}': use fashion-mnist, mnist, cifar10 or synthetic"
+            )),
+        }
+    }
+}
+
+impl Source {
+    /// Loads a split; `dir` is ignored for the synthetic set.
+    pub fn load(self, dir: &Path, split: Split) -> Result<Dataset> {
+        match self {
+            Self::FashionMnist | Self::Mnist => load_mnist_like(dir, split),
+            Self::Cifar10 => load_cifar10(dir, split),
+            Self::Synthetic => Ok(synthetic::shapes(
+                if split == Split::Train { 4096 } else { 1024 },
+                28,
+                1,
+                split as u64,
+            )),
+        }
+    }
+
+    /// Image channels and side length.
+    pub fn image_shape(self) -> (i64, i64) {
+        match self {
+            Self::Cifar10 => (3, 32),
+            _ => (1, 28),
+        }
+    }
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {

@@ -52,6 +52,38 @@ pub trait NoisePredictor {
 }
 // ANCHOR_END: trait
 
+/// Either model, by configuration: what a checkpoint records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case")]
+pub enum ModelConfig {
+    Seed(SeedUNetConfig),
+    Unet(UNetConfig),
+}
+
+impl ModelConfig {
+    /// Builds the model's variables under `vs`.
+    pub fn build(&self, vs: &tch::nn::Path) -> Result<Box<dyn NoisePredictor>> {
+        Ok(match self {
+            Self::Seed(c) => Box::new(SeedUNet::new(vs, *c)?),
+            Self::Unet(c) => Box::new(UNet::new(vs, c.clone())?),
+        })
+    }
+
+    pub fn num_classes(&self) -> Option<i64> {
+        match self {
+            Self::Seed(c) => c.num_classes,
+            Self::Unet(c) => c.num_classes,
+        }
+    }
+
+    pub fn in_channels(&self) -> i64 {
+        match self {
+            Self::Seed(c) => c.in_channels,
+            Self::Unet(c) => c.in_channels,
+        }
+    }
+}
+
 /// The transformer's sinusoidal embedding, as DDPM uses it for timesteps.
 pub const MAX_PERIOD: f64 = 10_000.0;
 

@@ -24,7 +24,7 @@ use crate::{
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeedUNetConfig {
     /// Image channels: 1 (MNIST, Fashion-MNIST) or 3 (CIFAR-10).
     pub in_channels: i64,

@@ -9,7 +9,7 @@ use crate::{
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UNetConfig {
     pub in_channels: i64,
     /// Base width C (a multiple of 32). Level i has C · channel_mults[i] channels.

@@ -1,9 +1,41 @@
-//! Training the denoiser: what the network is asked to predict, and the loss.
-use forward::{Schedule, Timesteps};
-use tch::Tensor;
+//! Training the denoiser: the DDPM loss, Adam/AdamW with warm-up and gradient
+//! clipping, an EMA of the weights, and checkpoints that resume exactly.
+pub mod checkpoint;
+pub mod optim;
+
+use forward::{Schedule, ScheduleKind, Timesteps};
+use network::{ModelConfig, NoisePredictor};
+use optim::{Adam, AdamConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error("checkpoint {0}")]
+    Checkpoint(String),
+    #[error("{path}: tensor {tensor} has shape {checkpoint:?} in the checkpoint but {model:?} in the model")]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        checkpoint: Vec<i64>,
+        model: Vec<i64>,
+    },
+    #[error("the loss became {value} at step {step}: training stopped before the update, the weights of step {step} are unchanged")]
+    NonFinite { step: i64, value: f64 },
+    #[error("invalid training config: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
 
 /// What the network's output means. The samplers read the same enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Prediction {
     /// ε, the noise that was added (DDPM).
     Epsilon,
@@ -11,6 +43,18 @@ pub enum Prediction {
     Sample,
     /// v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022).
     Velocity,
+}
+
+impl std::str::FromStr for Prediction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "eps" | "epsilon" => Ok(Self::Epsilon),
+            "x0" | "sample" => Ok(Self::Sample),
+            "v" | "velocity" => Ok(Self::Velocity),
+            _ => Err(format!("unknown prediction '{s}': use eps, x0 or v")),
+        }
+    }
 }
 
 // ANCHOR: target
@@ -32,33 +76,304 @@ pub fn target(
 }
 // ANCHOR_END: target
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use forward::ScheduleKind;
-    use tch::{Device, Kind};
+// ANCHOR: drop_labels
+/// Replaces each label by the null class `num_classes` with probability
+/// `p_uncond`, so one network also learns the unconditional model.
+pub fn drop_labels(labels: &Tensor, num_classes: i64, p_uncond: f64) -> Tensor {
+    let drop = Tensor::rand(labels.size().as_slice(), (Kind::Float, labels.device())).lt(p_uncond);
+    labels.where_self(&drop.logical_not(), &Tensor::full_like(labels, num_classes))
+}
+// ANCHOR_END: drop_labels
 
-    #[test]
-    fn velocity_recovers_x0_and_noise() {
-        // From x_t and v: x_0 = √ᾱ x_t − √(1−ᾱ) v and ε = √(1−ᾱ) x_t + √ᾱ v.
-        tch::manual_seed(0);
-        let s = Schedule::new(ScheduleKind::Cosine, 100, Device::Cpu).unwrap();
-        let x0 = Tensor::randn([4, 1, 3, 3], (Kind::Float, Device::Cpu));
-        let eps = Tensor::randn([4, 1, 3, 3], (Kind::Float, Device::Cpu));
-        let t = s
-            .timesteps(&Tensor::from_slice(&[0i64, 10, 50, 99]))
-            .unwrap();
-        let xt = s.q_sample(&x0, &t, &eps).unwrap();
-        let v = target(Prediction::Velocity, &s, &x0, &eps, &t);
-        let (a, b) = (
-            t.gather(&s.sqrt_alpha_bar, &x0),
-            t.gather(&s.sqrt_one_minus_alpha_bar, &x0),
-        );
-        let x0_back = &a * &xt - &b * &v;
-        let eps_back = &b * &xt + &a * &v;
-        assert!(f64::try_from((x0_back - &x0).abs().max()).unwrap() < 1e-5);
-        assert!(f64::try_from((eps_back - &eps).abs().max()).unwrap() < 1e-5);
-        assert!(target(Prediction::Epsilon, &s, &x0, &eps, &t).equal(&eps));
-        assert!(target(Prediction::Sample, &s, &x0, &eps, &t).equal(&x0));
+// ANCHOR: loss
+/// The simple DDPM loss (Algorithm 1; eq. 14 for ε-prediction):
+/// t ~ U{0..T−1}, ε ~ N(0, I), x_t = q_sample(x_0, t, ε), MSE(target, model(x_t, t, y)).
+pub fn loss(
+    model: &dyn NoisePredictor,
+    s: &Schedule,
+    prediction: Prediction,
+    x0: &Tensor,
+    y: Option<&Tensor>,
+) -> Result<Tensor> {
+    let t = s.sample_timesteps(x0.size()[0]);
+    let noise = x0.randn_like();
+    let x_t = s.q_sample(x0, &t, &noise)?;
+    let out = model.predict(&x_t, t.tensor(), y, true)?;
+    Ok(out.mse_loss(&target(prediction, s, x0, &noise, &t), Reduction::Mean))
+}
+// ANCHOR_END: loss
+
+/// Everything that defines a training run; stored in every checkpoint.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub schedule: String,
+    pub timesteps: usize,
+    pub prediction: Prediction,
+    pub optimizer: AdamConfig,
+    /// Linear learning-rate warm-up over this many steps.
+    pub warmup: i64,
+    pub grad_clip: Option<f64>,
+    pub ema_decay: f64,
+    /// Probability of replacing a label by the null class (classifier-free guidance).
+    pub p_uncond: f64,
+    pub batch_size: i64,
+    pub seed: u64,
+    pub dataset: String,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(0.0..=1.0).contains(&self.p_uncond) {
+            return bad(format!("p_uncond = {}: must be in [0, 1]", self.p_uncond));
+        }
+        if self.p_uncond > 0.0 && self.model.num_classes().is_none() {
+            return bad("p_uncond > 0 needs a class-conditional model".into());
+        }
+        if self.batch_size < 1 {
+            return bad(format!(
+                "batch size {}: must be at least 1",
+                self.batch_size
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad(format!("ema_decay = {}: must be in [0, 1)", self.ema_decay));
+        }
+        if self.optimizer.lr <= 0.0 || self.warmup < 0 || self.grad_clip.is_some_and(|c| c <= 0.0) {
+            return bad("lr and grad_clip must be positive, warmup non-negative".into());
+        }
+        self.schedule.parse::<ScheduleKind>()?;
+        Ok(())
     }
+}
+
+/// A model, its EMA copy, the optimizer and the step: the whole training state.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub vs: VarStore,
+    pub ema_vs: VarStore,
+    pub model: Box<dyn NoisePredictor>,
+    pub ema: Box<dyn NoisePredictor>,
+    pub schedule: Schedule,
+    pub opt: Adam,
+    /// Number of completed training steps.
+    pub step: i64,
+}
+
+/// libtorch's generator is reseeded from (seed, step) at every step, so the
+/// random state of step k is a function of k: resuming needs no saved
+/// generator, and a resumed run draws exactly what a straight run would.
+fn step_seed(seed: u64, step: i64) -> i64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+impl Trainer {
+    pub fn new(config: TrainConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        tch::manual_seed(step_seed(config.seed, -1)); // the initial weights
+        let vs = VarStore::new(device);
+        let model = config.model.build(&vs.root())?;
+        let mut ema_vs = VarStore::new(device);
+        let ema = config.model.build(&ema_vs.root())?;
+        ema_vs
+            .copy(&vs)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        ema_vs.freeze();
+        let schedule = Schedule::new(config.schedule.parse()?, config.timesteps, device)?;
+        let opt = Adam::new(&vs, config.optimizer);
+        Ok(Self {
+            config,
+            vs,
+            ema_vs,
+            model,
+            ema,
+            schedule,
+            opt,
+            step: 0,
+        })
+    }
+
+    /// The learning rate at the current step (linear warm-up, then constant).
+    pub fn lr(&self) -> f64 {
+        let w = self.config.warmup;
+        let scale = if w > 0 {
+            ((self.step + 1) as f64 / w as f64).min(1.0)
+        } else {
+            1.0
+        };
+        self.config.optimizer.lr * scale
+    }
+
+    // ANCHOR: train_step
+    /// One optimisation step on a batch; returns the loss.
+    pub fn train_step(&mut self, x0: &Tensor, y: &Tensor) -> Result<f64> {
+        tch::manual_seed(step_seed(self.config.seed, self.step));
+        let y = match self.config.model.num_classes() {
+            Some(k) if self.config.p_uncond > 0.0 => Some(drop_labels(y, k, self.config.p_uncond)),
+            Some(_) => Some(y.shallow_clone()),
+            None => None,
+        };
+        let loss = loss(
+            &*self.model,
+            &self.schedule,
+            self.config.prediction,
+            x0,
+            y.as_ref(),
+        )?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                value,
+            });
+        }
+        self.opt.zero_grad();
+        loss.backward();
+        if let Some(max_norm) = self.config.grad_clip {
+            self.opt.clip_grad_norm(max_norm);
+        }
+        self.opt.step(self.lr());
+        self.update_ema();
+        self.step += 1;
+        Ok(value)
+    }
+    // ANCHOR_END: train_step
+
+    // ANCHOR: ema
+    /// θ_ema ← d·θ_ema + (1 − d)·θ, with d = min(decay, (1 + k)/(10 + k)) so that
+    /// the average forgets the random initial weights within the first steps.
+    fn update_ema(&mut self) {
+        let k = self.step as f64;
+        let d = self.config.ema_decay.min((1.0 + k) / (10.0 + k));
+        let live = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, mut e) in self.ema_vs.variables() {
+                let _ = e.lerp_(&live[&name], 1.0 - d);
+            }
+        });
+    }
+    // ANCHOR_END: ema
+
+    /// The checkpoint: model, EMA, Adam moments; step, config and versions as metadata.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (prefix, vs) in [("model", &self.vs), ("ema", &self.ema_vs)] {
+            tensors.extend(
+                vs.variables()
+                    .into_iter()
+                    .map(|(n, t)| (format!("{prefix}.{n}"), t)),
+            );
+        }
+        tensors.extend(self.opt.state());
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), "diffusion-executed/checkpoint-v1".into());
+        meta.insert(
+            "config".into(),
+            serde_json::to_string(&self.config).expect("config serialises"),
+        );
+        meta.insert("step".into(), self.step.to_string());
+        meta.insert("adam_t".into(), self.opt.t.to_string());
+        meta.insert(
+            "rng".into(),
+            format!("reseeded per step from (seed = {}, step)", self.config.seed),
+        );
+        meta.insert("torch".into(), env!("DIFFUSION_TORCH_VERSION").into());
+        checkpoint::save(path, &tensors, &meta)
+    }
+
+    /// Restores a run from a checkpoint written by [`Trainer::save`].
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let ck = checkpoint::load(path, device)?;
+        let config = read_config(&ck.metadata, path)?;
+        let mut tr = Self::new(config, device)?;
+        checkpoint::copy_into(tr.vs.variables(), "model", &ck.tensors, path)?;
+        checkpoint::copy_into(tr.ema_vs.variables(), "ema", &ck.tensors, path)?;
+        let bufs: Vec<(String, Tensor)> = tr
+            .opt
+            .buffers_mut()
+            .map(|(n, t)| (n, t.shallow_clone()))
+            .collect();
+        for (name, mut buf) in bufs {
+            let src = ck.tensors.get(&name).ok_or_else(|| {
+                TrainError::Checkpoint(format!("{}: {name} is missing", path.display()))
+            })?;
+            if src.size() != buf.size() {
+                return Err(TrainError::ShapeMismatch {
+                    path: path.to_path_buf(),
+                    tensor: name,
+                    checkpoint: src.size(),
+                    model: buf.size(),
+                });
+            }
+            tch::no_grad(|| buf.copy_(src));
+        }
+        let num = |k: &str| -> Result<i64> {
+            ck.metadata
+                .get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    TrainError::Checkpoint(format!("{}: metadata '{k}' missing", path.display()))
+                })
+        };
+        tr.step = num("step")?;
+        tr.opt.t = num("adam_t")?;
+        Ok(tr)
+    }
+}
+
+fn read_config(meta: &BTreeMap<String, String>, path: &Path) -> Result<TrainConfig> {
+    let raw = meta.get("config").ok_or_else(|| {
+        TrainError::Checkpoint(format!(
+            "{}: no 'config' metadata: not a checkpoint written by this book's trainer",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(raw).map_err(|e| {
+        TrainError::Checkpoint(format!("{}: bad config metadata ({e})", path.display()))
+    })
+}
+
+/// Which weights to sample from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    Ema,
+    Raw,
+}
+
+/// A trained model for sampling: its config and weights.
+pub struct LoadedModel {
+    pub config: TrainConfig,
+    pub vs: VarStore,
+    pub model: Box<dyn NoisePredictor>,
+    pub step: i64,
+}
+
+/// Loads just the model (EMA by default) from a checkpoint, for sampling.
+pub fn load_model(path: &Path, weights: Weights, device: Device) -> Result<LoadedModel> {
+    let ck = checkpoint::load(path, device)?;
+    let config = read_config(&ck.metadata, path)?;
+    let mut vs = VarStore::new(device);
+    let model = config.model.build(&vs.root())?;
+    let prefix = match weights {
+        Weights::Ema => "ema",
+        Weights::Raw => "model",
+    };
+    checkpoint::copy_into(vs.variables(), prefix, &ck.tensors, path)?;
+    vs.freeze();
+    let step = ck
+        .metadata
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok(LoadedModel {
+        config,
+        vs,
+        model,
+        step,
+    })
 }
