@@ -21,6 +21,12 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
+    // The fuzz targets build the `data` parsers without libtorch (see
+    // crates/data/fuzz/.cargo/config.toml): no link flags then.
+    println!("cargo:rerun-if-env-changed=DIFFUSION_NO_LIBTORCH");
+    if std::env::var_os("DIFFUSION_NO_LIBTORCH").is_some() {
+        return;
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=../torch-link.rs");
     let Some(torch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {

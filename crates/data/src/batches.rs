@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(epoch0, [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]);
         // Same (seed, k) → same batch, in any order of calls; other epochs differ.
         let again = b.get(1).0;
-        b.get(5);
+        let _ = b.get(5);
         assert!(b.get(1).0.equal(&again));
         assert!(!b.get(3).0.equal(&b.get(0).0));
         let mut d = Batches::new(&data, 4, 7, true);

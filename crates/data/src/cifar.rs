@@ -1,6 +1,7 @@
 //! CIFAR-10 in its standard binary form: files `data_batch_1.bin` …
 //! `data_batch_5.bin` and `test_batch.bin`, each a sequence of 3073-byte
 //! records (1 label byte, then 3×32×32 pixels, channel-major).
+#[cfg(feature = "tensors")]
 use crate::{DataError, Result};
 
 pub const RECORD: usize = 1 + 3 * 32 * 32;
@@ -43,6 +44,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
     Ok((labels, pixels))
 }
 
+#[cfg(feature = "tensors")]
 pub(crate) fn read(path: &std::path::Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),

@@ -1,0 +1,234 @@
+//! Train a diffusion model.
+//!
+//! cargo run --release --example train -- --dataset fashion-mnist --model seed --steps 1000 --out out/train
+//!
+//! Writes into --out: checkpoints (ckpt-XXXXXXXX.safetensors, the last --keep),
+//! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use network::{ModelConfig, SeedUNetConfig, UNetConfig};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+use training::checkpoint::Rotation;
+use training::optim::AdamConfig;
+use training::{Prediction, TrainConfig, TrainError, Trainer};
+use util::plot::{line_panels, Series};
+
+#[derive(Parser)]
+#[command(about = "Train a diffusion model on Fashion-MNIST, MNIST, CIFAR-10 or synthetic shapes")]
+struct Args {
+    /// fashion-mnist, mnist, cifar10 or synthetic.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: data::Source,
+    /// Folder with the dataset files.
+    #[arg(long, default_value = data::FASHION_MNIST_DIR)]
+    data_dir: PathBuf,
+    /// seed (SeedUNet) or unet (UNet).
+    #[arg(long, default_value = "seed")]
+    model: String,
+    /// Base width C of the model.
+    #[arg(long, default_value_t = 64)]
+    channels: i64,
+    /// Total training steps (a resumed run continues up to this number).
+    #[arg(long, default_value_t = 1000)]
+    steps: i64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: i64,
+    #[arg(long, default_value = "out/train")]
+    out: PathBuf,
+    /// Continue from the newest checkpoint in --out (its config wins).
+    #[arg(long)]
+    resume: bool,
+    /// Probability of dropping a label to the null class (0 = never).
+    #[arg(long, default_value_t = 0.1)]
+    p_uncond: f64,
+    /// Train an unconditional model (no labels at all).
+    #[arg(long)]
+    unconditional: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: i64,
+    /// Clip the global gradient norm to this value (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 0.995)]
+    ema_decay: f64,
+    /// eps, x0 or v.
+    #[arg(long, default_value = "eps")]
+    prediction: Prediction,
+    /// linear, scaled_linear or cosine.
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Number of diffusion steps T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: i64,
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Images in the final sample grid (0 = skip sampling).
+    #[arg(long, default_value_t = 20)]
+    samples: i64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl Args {
+    fn validate(&self) -> Result<()> {
+        if self.steps < 1 {
+            bail!("--steps {}: must be at least 1", self.steps);
+        }
+        if self.batch_size < 1 {
+            bail!("--batch-size {}: must be at least 1", self.batch_size);
+        }
+        if !(0.0..=1.0).contains(&self.p_uncond) {
+            bail!("--p-uncond {}: must be in [0, 1]", self.p_uncond);
+        }
+        if self.checkpoint_every < 1 || self.keep < 1 {
+            bail!("--checkpoint-every and --keep must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn config(&self, num_classes: i64, (channels, _side): (i64, i64)) -> Result<TrainConfig> {
+        let classes = (!self.unconditional).then_some(num_classes);
+        let model = match self.model.as_str() {
+            "seed" => ModelConfig::Seed(SeedUNetConfig { in_channels: channels, channels: self.channels, num_classes: classes }),
+            "unet" => ModelConfig::Unet(UNetConfig { in_channels: channels, channels: self.channels, num_classes: classes, ..Default::default() }),
+            m => bail!("unknown model '{m}': use seed or unet"),
+        };
+        Ok(TrainConfig {
+            model,
+            schedule: self.schedule.clone(),
+            timesteps: self.timesteps,
+            prediction: self.prediction,
+            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, ..Default::default() },
+            warmup: self.warmup,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            ema_decay: self.ema_decay,
+            p_uncond: if self.unconditional { 0.0 } else { self.p_uncond },
+            batch_size: self.batch_size,
+            seed: self.seed,
+            dataset: format!("{:?}", self.dataset),
+        })
+    }
+}
+
+fn main() {
+    util::run(|| {
+        let args = Args::parse();
+        args.validate()?;
+        let device = util::parse_device(&args.device)?;
+        let rot = Rotation { dir: args.out.clone(), keep: args.keep };
+        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+
+        let data = args.dataset.load(&args.data_dir, data::Split::Train)?;
+        let mut trainer = if args.resume {
+            let path = rot.latest().with_context(|| format!("--resume: no checkpoint in {}", args.out.display()))?;
+            println!("resuming from {}", path.display());
+            Trainer::load(&path, device)?
+        } else {
+            if rot.latest().is_some() {
+                bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", args.out.display());
+            }
+            Trainer::new(args.config(data.num_classes, args.dataset.image_shape())?, device)?
+        };
+        let cfg = trainer.config.clone();
+        if data.images.size()[1] != cfg.model.in_channels() {
+            bail!("the checkpoint's model takes {} channels but {:?} has {}", cfg.model.in_channels(), args.dataset, data.images.size()[1]);
+        }
+        let params: i64 = trainer.vs.variables().values().map(|v| v.numel() as i64).sum();
+        println!(
+            "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {} | batch {} | device {device:?}",
+            args.dataset, data.len(), args.model, params as f64 / 1e6, cfg.timesteps, cfg.schedule, cfg.batch_size
+        );
+
+        let images = data.images.to_device(device);
+        let labels = data.labels.to_device(device);
+        let on_device = data::Dataset { images, labels, num_classes: data.num_classes };
+        let mut batches = data::Batches::new(&on_device, cfg.batch_size, cfg.seed, true);
+        let csv = args.out.join("loss.csv");
+        let mut log = read_log(&csv).unwrap_or_default();
+        log.retain(|row| (row[0] as i64) <= trainer.step);
+
+        let bar = ProgressBar::new(args.steps as u64).with_position(trainer.step as u64);
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps | loss {msg} | {per_sec} | ETA {eta}")?);
+        let (mut window, start) = (Vec::new(), Instant::now());
+        while trainer.step < args.steps {
+            let (x0, y) = batches.get(trainer.step);
+            let loss = match trainer.train_step(&x0, &y) {
+                Ok(l) => l,
+                Err(e @ TrainError::NonFinite { .. }) => {
+                    bar.abandon();
+                    let last = rot.latest().map(|p| p.display().to_string()).unwrap_or_else(|| "none yet".into());
+                    bail!("{e}; last good checkpoint: {last}");
+                }
+                Err(e) => return Err(e.into()),
+            };
+            window.push(loss);
+            bar.inc(1);
+            if trainer.step % 25 == 0 || trainer.step == args.steps {
+                let mean = window.iter().sum::<f64>() / window.len() as f64;
+                bar.set_message(format!("{mean:.4}"));
+                log.push(vec![trainer.step as f64, mean, trainer.lr(), start.elapsed().as_secs_f64()]);
+                window.clear();
+            }
+            if trainer.step % args.checkpoint_every == 0 || trainer.step == args.steps {
+                trainer.save(&rot.path(trainer.step))?;
+                rot.prune()?;
+                util::write_csv(&csv, &["step", "loss", "lr", "seconds"], &log)?;
+            }
+        }
+        bar.finish();
+        let secs = start.elapsed().as_secs_f64();
+        println!("trained to step {} in {secs:.0} s; checkpoint {}", trainer.step, rot.path(trainer.step).display());
+        plot_loss(&log, &args.out.join("loss.png"))?;
+
+        if args.samples > 0 {
+            sample_grid(&trainer, args.samples, &args.out.join("samples.png"))?;
+        }
+        Ok(())
+    })
+}
+
+fn read_log(path: &Path) -> Option<Vec<Vec<f64>>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.lines().skip(1).filter_map(|l| l.split(',').map(|v| v.parse().ok()).collect()).collect())
+}
+
+fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
+    if log.len() < 2 {
+        return Ok(());
+    }
+    let pts = log.iter().map(|r| (r[0], r[1].ln())).collect();
+    line_panels(path, &[("training loss (mean over 25 steps)", "step", "ln MSE", vec![Series { name: "loss".into(), points: pts }])], (800, 400))
+}
+
+/// A DDPM grid from the EMA weights: two rows per class for a conditional model.
+fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
+    let cfg = &trainer.config;
+    let device = trainer.vs.device();
+    let (c, side) = if cfg.model.in_channels() == 3 { (3, 32) } else { (1, 28) };
+    let (y, cols) = match cfg.model.num_classes() {
+        Some(k) => (Some(Tensor::arange(n, (Kind::Int64, device)).remainder(k)), k),
+        None => (None, 10),
+    };
+    tch::manual_seed(cfg.seed as i64);
+    let x_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
+    let bar = ProgressBar::new(cfg.timesteps as u64);
+    bar.set_style(ProgressStyle::with_template("sampling {bar:30} {pos}/{len} DDPM steps | ETA {eta}")?);
+    let x0 = reverse::sample_ddpm(&*trainer.ema, &trainer.schedule, cfg.prediction, &x_t, y.as_ref(), true, |_| bar.inc(1))?;
+    bar.finish();
+    util::save_grid(&x0, cols, 3, path)?;
+    println!("wrote {} ({n} DDPM samples from the EMA weights{})", path.display(), if y.is_some() { ", columns = classes" } else { "" });
+    Ok(())
+}
+
