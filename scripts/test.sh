@@ -18,6 +18,9 @@ cargo test --workspace --quiet
 step "cargo build --workspace --examples"
 cargo build --workspace --examples --quiet
 
+step "examples end to end: train, resume, every sampler reproducible, bad CLI values"
+bash scripts/check-examples.sh
+
 step "mdbook test"
 bash scripts/book-test.sh
 

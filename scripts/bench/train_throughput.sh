@@ -19,8 +19,14 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 results="$(mktemp)"
 for rep in $(seq "$REPEATS"); do
   for c in 64 128; do
-    r=$("$BIN" --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
-    p=$("$PY" scripts/bench/train_throughput.py --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
+    # Alternate which side goes first, so neither always runs on a warmer machine.
+    if [ $((rep % 2)) = 1 ]; then
+      r=$("$BIN" --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
+      p=$("$PY" scripts/bench/train_throughput.py --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
+    else
+      p=$("$PY" scripts/bench/train_throughput.py --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
+      r=$("$BIN" --channels "$c" --steps "$STEPS" --threads "$THREADS" | awk '{print $2}')
+    fi
     echo "$c $r $p" >> "$results"
     echo "  run $rep  C=$c  tch $r img/s  pytorch $p img/s"
   done

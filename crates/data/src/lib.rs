@@ -55,7 +55,6 @@ pub enum DataError {
 
 pub type Result<T> = std::result::Result<T, DataError>;
 
-
 #[cfg(feature = "tensors")]
 mod tensors {
     use super::{cifar, idx, synthetic, DataError, Result};

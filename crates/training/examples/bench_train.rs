@@ -28,11 +28,18 @@ fn main() {
         let a = Args::parse();
         tch::set_num_threads(a.threads);
         let cfg = TrainConfig {
-            model: ModelConfig::Seed(SeedUNetConfig { in_channels: 1, channels: a.channels, num_classes: Some(10) }),
+            model: ModelConfig::Seed(SeedUNetConfig {
+                in_channels: 1,
+                channels: a.channels,
+                num_classes: Some(10),
+            }),
             schedule: "linear".into(),
             timesteps: 1000,
             prediction: Prediction::Epsilon,
-            optimizer: AdamConfig { lr: 1e-3, ..Default::default() },
+            optimizer: AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
             warmup: 0,
             grad_clip: None,
             ema_decay: 0.999,
@@ -51,7 +58,10 @@ fn main() {
         for _ in 0..a.steps {
             tr.train_step(&x, &y)?;
         }
-        println!("img/s {:.1}", (a.steps * a.batch) as f64 / start.elapsed().as_secs_f64());
+        println!(
+            "img/s {:.1}",
+            (a.steps * a.batch) as f64 / start.elapsed().as_secs_f64()
+        );
         Ok(())
     })
 }

@@ -1,6 +1,6 @@
 //! Train a diffusion model.
 //!
-//! cargo run --release --example train -- --dataset fashion-mnist --model seed --steps 1000 --out out/train
+//! cargo run --release --example train -- --dataset fashion-mnist --model seed --steps 1500 --out out/train
 //!
 //! Writes into --out: checkpoints (ckpt-XXXXXXXX.safetensors, the last --keep),
 //! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     channels: i64,
     /// Total training steps (a resumed run continues up to this number).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1500)]
     steps: i64,
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
@@ -101,8 +101,17 @@ impl Args {
     fn config(&self, num_classes: i64, (channels, _side): (i64, i64)) -> Result<TrainConfig> {
         let classes = (!self.unconditional).then_some(num_classes);
         let model = match self.model.as_str() {
-            "seed" => ModelConfig::Seed(SeedUNetConfig { in_channels: channels, channels: self.channels, num_classes: classes }),
-            "unet" => ModelConfig::Unet(UNetConfig { in_channels: channels, channels: self.channels, num_classes: classes, ..Default::default() }),
+            "seed" => ModelConfig::Seed(SeedUNetConfig {
+                in_channels: channels,
+                channels: self.channels,
+                num_classes: classes,
+            }),
+            "unet" => ModelConfig::Unet(UNetConfig {
+                in_channels: channels,
+                channels: self.channels,
+                num_classes: classes,
+                ..Default::default()
+            }),
             m => bail!("unknown model '{m}': use seed or unet"),
         };
         Ok(TrainConfig {
@@ -110,11 +119,19 @@ impl Args {
             schedule: self.schedule.clone(),
             timesteps: self.timesteps,
             prediction: self.prediction,
-            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, ..Default::default() },
+            optimizer: AdamConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
             warmup: self.warmup,
             grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
             ema_decay: self.ema_decay,
-            p_uncond: if self.unconditional { 0.0 } else { self.p_uncond },
+            p_uncond: if self.unconditional {
+                0.0
+            } else {
+                self.p_uncond
+            },
             batch_size: self.batch_size,
             seed: self.seed,
             dataset: format!("{:?}", self.dataset),
@@ -127,25 +144,44 @@ fn main() {
         let args = Args::parse();
         args.validate()?;
         let device = util::parse_device(&args.device)?;
-        let rot = Rotation { dir: args.out.clone(), keep: args.keep };
-        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        let rot = Rotation {
+            dir: args.out.clone(),
+            keep: args.keep,
+        };
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
 
         let data = args.dataset.load(&args.data_dir, data::Split::Train)?;
         let mut trainer = if args.resume {
-            let path = rot.latest().with_context(|| format!("--resume: no checkpoint in {}", args.out.display()))?;
+            let path = rot
+                .latest()
+                .with_context(|| format!("--resume: no checkpoint in {}", args.out.display()))?;
             println!("resuming from {}", path.display());
             Trainer::load(&path, device)?
         } else {
             if rot.latest().is_some() {
                 bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", args.out.display());
             }
-            Trainer::new(args.config(data.num_classes, args.dataset.image_shape())?, device)?
+            Trainer::new(
+                args.config(data.num_classes, args.dataset.image_shape())?,
+                device,
+            )?
         };
         let cfg = trainer.config.clone();
         if data.images.size()[1] != cfg.model.in_channels() {
-            bail!("the checkpoint's model takes {} channels but {:?} has {}", cfg.model.in_channels(), args.dataset, data.images.size()[1]);
+            bail!(
+                "the checkpoint's model takes {} channels but {:?} has {}",
+                cfg.model.in_channels(),
+                args.dataset,
+                data.images.size()[1]
+            );
         }
-        let params: i64 = trainer.vs.variables().values().map(|v| v.numel() as i64).sum();
+        let params: i64 = trainer
+            .vs
+            .variables()
+            .values()
+            .map(|v| v.numel() as i64)
+            .sum();
         println!(
             "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {} | batch {} | device {device:?}",
             args.dataset, data.len(), args.model, params as f64 / 1e6, cfg.timesteps, cfg.schedule, cfg.batch_size
@@ -153,14 +189,20 @@ fn main() {
 
         let images = data.images.to_device(device);
         let labels = data.labels.to_device(device);
-        let on_device = data::Dataset { images, labels, num_classes: data.num_classes };
+        let on_device = data::Dataset {
+            images,
+            labels,
+            num_classes: data.num_classes,
+        };
         let mut batches = data::Batches::new(&on_device, cfg.batch_size, cfg.seed, true);
         let csv = args.out.join("loss.csv");
         let mut log = read_log(&csv).unwrap_or_default();
         log.retain(|row| (row[0] as i64) <= trainer.step);
 
         let bar = ProgressBar::new(args.steps as u64).with_position(trainer.step as u64);
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps | loss {msg} | {per_sec} | ETA {eta}")?);
+        bar.set_style(ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps | loss {msg} | {per_sec} | ETA {eta}",
+        )?);
         let (mut window, start) = (Vec::new(), Instant::now());
         while trainer.step < args.steps {
             let (x0, y) = batches.get(trainer.step);
@@ -168,7 +210,10 @@ fn main() {
                 Ok(l) => l,
                 Err(e @ TrainError::NonFinite { .. }) => {
                     bar.abandon();
-                    let last = rot.latest().map(|p| p.display().to_string()).unwrap_or_else(|| "none yet".into());
+                    let last = rot
+                        .latest()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "none yet".into());
                     bail!("{e}; last good checkpoint: {last}");
                 }
                 Err(e) => return Err(e.into()),
@@ -178,7 +223,12 @@ fn main() {
             if trainer.step % 25 == 0 || trainer.step == args.steps {
                 let mean = window.iter().sum::<f64>() / window.len() as f64;
                 bar.set_message(format!("{mean:.4}"));
-                log.push(vec![trainer.step as f64, mean, trainer.lr(), start.elapsed().as_secs_f64()]);
+                log.push(vec![
+                    trainer.step as f64,
+                    mean,
+                    trainer.lr(),
+                    start.elapsed().as_secs_f64(),
+                ]);
                 window.clear();
             }
             if trainer.step % args.checkpoint_every == 0 || trainer.step == args.steps {
@@ -189,7 +239,11 @@ fn main() {
         }
         bar.finish();
         let secs = start.elapsed().as_secs_f64();
-        println!("trained to step {} in {secs:.0} s; checkpoint {}", trainer.step, rot.path(trainer.step).display());
+        println!(
+            "trained to step {} in {secs:.0} s; checkpoint {}",
+            trainer.step,
+            rot.path(trainer.step).display()
+        );
         plot_loss(&log, &args.out.join("loss.png"))?;
 
         if args.samples > 0 {
@@ -201,7 +255,12 @@ fn main() {
 
 fn read_log(path: &Path) -> Option<Vec<Vec<f64>>> {
     let text = std::fs::read_to_string(path).ok()?;
-    Some(text.lines().skip(1).filter_map(|l| l.split(',').map(|v| v.parse().ok()).collect()).collect())
+    Some(
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').map(|v| v.parse().ok()).collect())
+            .collect(),
+    )
 }
 
 fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
@@ -209,26 +268,67 @@ fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
         return Ok(());
     }
     let pts = log.iter().map(|r| (r[0], r[1].ln())).collect();
-    line_panels(path, &[("training loss (mean over 25 steps)", "step", "ln MSE", vec![Series { name: "loss".into(), points: pts }])], (800, 400))
+    line_panels(
+        path,
+        &[(
+            "training loss (mean over 25 steps)",
+            "step",
+            "ln MSE",
+            vec![Series {
+                name: "loss".into(),
+                points: pts,
+            }],
+        )],
+        (800, 400),
+    )
 }
 
 /// A DDPM grid from the EMA weights: two rows per class for a conditional model.
 fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
     let cfg = &trainer.config;
     let device = trainer.vs.device();
-    let (c, side) = if cfg.model.in_channels() == 3 { (3, 32) } else { (1, 28) };
+    let (c, side) = if cfg.model.in_channels() == 3 {
+        (3, 32)
+    } else {
+        (1, 28)
+    };
     let (y, cols) = match cfg.model.num_classes() {
-        Some(k) => (Some(Tensor::arange(n, (Kind::Int64, device)).remainder(k)), k),
+        Some(k) => (
+            Some(Tensor::arange(n, (Kind::Int64, device)).remainder(k)),
+            k,
+        ),
         None => (None, 10),
     };
     tch::manual_seed(cfg.seed as i64);
     let x_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
     let bar = ProgressBar::new(cfg.timesteps as u64);
-    bar.set_style(ProgressStyle::with_template("sampling {bar:30} {pos}/{len} DDPM steps | ETA {eta}")?);
-    let x0 = reverse::sample_ddpm(&*trainer.ema, &trainer.schedule, cfg.prediction, &x_t, y.as_ref(), true, |_| bar.inc(1))?;
+    bar.set_style(ProgressStyle::with_template(
+        "sampling {bar:30} {pos}/{len} DDPM steps | ETA {eta}",
+    )?);
+    let sampler = reverse::Sampler::Ddpm {
+        variance: reverse::Variance::FixedSmall,
+        clip: true,
+    };
+    let x0 = reverse::sample(
+        &*trainer.ema,
+        &trainer.schedule,
+        cfg.prediction,
+        &sampler,
+        &x_t,
+        y.as_ref(),
+        None,
+        |_| bar.inc(1),
+    )?;
     bar.finish();
     util::save_grid(&x0, cols, 3, path)?;
-    println!("wrote {} ({n} DDPM samples from the EMA weights{})", path.display(), if y.is_some() { ", columns = classes" } else { "" });
+    println!(
+        "wrote {} ({n} DDPM samples from the EMA weights{})",
+        path.display(),
+        if y.is_some() {
+            ", columns = classes"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
-

@@ -2,8 +2,9 @@
 //! Writes are atomic (temporary file, fsync, rename), so a crash during a save
 //! leaves the previous file intact.
 use crate::TrainError;
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
+
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -31,31 +32,48 @@ fn kind(d: Dtype) -> Result<Kind, TrainError> {
     })
 }
 
-/// Serialises tensors and metadata to safetensors bytes.
+/// Serialises tensors and metadata to safetensors bytes, deterministically:
+/// the header is written with sorted keys and the tensors in name order, so the
+/// same tensors and metadata always give the same bytes (the `safetensors`
+/// crate's writer keeps metadata in a `HashMap`, whose order varies per run).
 pub fn to_bytes(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, TrainError> {
-    let mut buffers = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(metadata).expect("strings serialise"),
+    );
+    let mut data = Vec::new();
+    for (name, t) in sorted {
         let t = t.to_device(Device::Cpu).contiguous();
         let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
         t.copy_data_u8(&mut bytes, t.numel());
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), dtype(t.kind())?, shape, bytes));
+        let begin = data.len();
+        data.extend_from_slice(&bytes);
+        let entry = serde_json::json!({
+            "dtype": format!("{:?}", dtype(t.kind())?),
+            "shape": t.size(),
+            "data_offsets": [begin, data.len()],
+        });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(TrainError::Checkpoint(format!(
+                "tensor name {name} appears twice"
+            )));
+        }
     }
-    let views = buffers
-        .iter()
-        .map(|(n, d, s, b)| {
-            Ok((
-                n.clone(),
-                TensorView::new(*d, s.clone(), b)
-                    .map_err(|e| TrainError::Checkpoint(e.to_string()))?,
-            ))
-        })
-        .collect::<Result<Vec<_>, TrainError>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    safetensors::serialize(views, &Some(meta)).map_err(|e| TrainError::Checkpoint(e.to_string()))
+    let mut json = serde_json::to_vec(&header).expect("header serialises");
+    while json.len() % 8 != 0 {
+        json.push(b' '); // the format pads the header to 8 bytes
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + data.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&data);
+    Ok(out)
 }
 
 /// Writes a checkpoint atomically.

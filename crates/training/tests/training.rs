@@ -283,3 +283,43 @@ fn bad_configs_are_rejected() {
     c.p_uncond = 0.1;
     assert!(Trainer::new(c, Device::Cpu).is_err());
 }
+
+#[test]
+fn checkpoint_bytes_are_deterministic_and_round_trip() {
+    let _guard = serial();
+    let tensors = vec![
+        (
+            "b.weight".to_string(),
+            Tensor::from_slice(&[1.5f32, -2.0, 3.25]).reshape([3, 1]),
+        ),
+        ("a.labels".to_string(), Tensor::from_slice(&[7i64, -1])),
+        ("c.alpha".to_string(), Tensor::from_slice(&[0.5f64])),
+    ];
+    let meta: std::collections::BTreeMap<String, String> = [
+        ("z".to_string(), "last".to_string()),
+        ("a".to_string(), "{\"json\": true}".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let one = training::checkpoint::to_bytes(&tensors, &meta).unwrap();
+    let reversed: Vec<(String, Tensor)> = tensors
+        .iter()
+        .rev()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    assert_eq!(
+        one,
+        training::checkpoint::to_bytes(&reversed, &meta).unwrap(),
+        "order of input must not matter"
+    );
+    let dir = tmpdir("bytes");
+    let path = dir.join("x.safetensors");
+    std::fs::write(&path, &one).unwrap();
+    let back = training::checkpoint::load(&path, Device::Cpu).unwrap();
+    assert_eq!(back.metadata, meta);
+    for (n, t) in &tensors {
+        assert!(back.tensors[n].equal(t), "{n}");
+        assert_eq!(back.tensors[n].kind(), t.kind());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,215 @@
+//! The DDIM chapter's measurements on one checkpoint:
+//!   - cost: wall time per image of DDPM-1000 and DDIM at 10/20/50/100 steps;
+//!   - grids: trailing vs leading spacing vs a broken grid, same noise;
+//!   - inversion: x_0 → x_T → x_0' reconstruction error against S;
+//!   - interpolation: slerp between two latents, decoded with DDIM.
+//!
+//! cargo run --release --example ddim_study -- --checkpoint FILE --out out/ddim
+use anyhow::Result;
+use clap::Parser;
+use forward::Schedule;
+use reverse::{sample, Sampler, Spacing, TimestepGrid, Variance};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Parser)]
+#[command(about = "Cost, grids, inversion and interpolation for DDIM on one checkpoint")]
+struct Args {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "out/ddim")]
+    out: PathBuf,
+    /// Images per timing run.
+    #[arg(long, default_value_t = 10)]
+    n: i64,
+    /// Folder with Fashion-MNIST (for the inversion test images).
+    #[arg(long, default_value = data::FASHION_MNIST_DIR)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn ddim(steps: usize) -> Sampler {
+    Sampler::Ddim {
+        steps,
+        eta: 0.0,
+        spacing: Spacing::Trailing,
+        clip: true,
+    }
+}
+
+fn main() {
+    util::run(|| {
+        let a = Args::parse();
+        let device = util::parse_device(&a.device)?;
+        let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
+        let cfg = &m.config;
+        let s = Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        std::fs::create_dir_all(&a.out)?;
+        let k = cfg.model.num_classes().unwrap_or(10);
+        let y = cfg
+            .model
+            .num_classes()
+            .map(|k| Tensor::arange(a.n, (Kind::Int64, device)).remainder(k));
+        let run = |sampler: &Sampler, x: &Tensor, y: Option<&Tensor>| -> Result<Tensor> {
+            Ok(sample(
+                &*m.model,
+                &s,
+                cfg.prediction,
+                sampler,
+                x,
+                y,
+                None,
+                |_| {},
+            )?)
+        };
+        tch::manual_seed(a.seed);
+        let x_big_t = Tensor::randn([a.n, 1, 28, 28], (Kind::Float, device));
+
+        // 1. Cost per image, all samplers on the same noise, in one run.
+        println!("cost per image ({} images per run, {:?}):", a.n, device);
+        println!(
+            "{:<12} {:>8} {:>12} {:>10}",
+            "sampler", "steps", "ms / image", "speed-up"
+        );
+        let samplers = [
+            (
+                "DDPM",
+                Sampler::Ddpm {
+                    variance: Variance::FixedSmall,
+                    clip: true,
+                },
+            ),
+            ("DDIM", ddim(100)),
+            ("DDIM", ddim(50)),
+            ("DDIM", ddim(20)),
+            ("DDIM", ddim(10)),
+        ];
+        let mut base = 0.0;
+        let mut grids = Vec::new();
+        for (name, sampler) in &samplers {
+            let start = Instant::now();
+            let x0 = run(sampler, &x_big_t, y.as_ref())?;
+            let ms = start.elapsed().as_secs_f64() * 1e3 / a.n as f64;
+            if base == 0.0 {
+                base = ms;
+            }
+            let steps = sampler.grid(cfg.timesteps)?.len();
+            println!("{name:<12} {steps:>8} {ms:>12.1} {:>9.1}x", base / ms);
+            grids.push(x0);
+        }
+        util::save_grid(&Tensor::cat(&grids, 0), a.n, 2, &a.out.join("steps.png"))?;
+
+        // 2. Grids: trailing (correct), leading (starts below T−1), and a broken
+        //    grid that also stops at t = 0 instead of ᾱ = 1, leaving noise.
+        let t = cfg.timesteps as i64;
+        let leading = TimestepGrid::new(cfg.timesteps, 10, Spacing::Leading)?;
+        let broken_ts: Vec<i64> = (0..10).rev().map(|i| i * t / 10).collect();
+        let broken = TimestepGrid::unchecked(&broken_ts, cfg.timesteps, Some(0));
+        println!("\ngrids for S = 10:");
+        for (name, g) in [
+            (
+                "trailing",
+                TimestepGrid::new(cfg.timesteps, 10, Spacing::Trailing)?,
+            ),
+            ("leading", leading.clone()),
+            ("broken", broken.clone()),
+        ] {
+            let ts: Vec<String> = g.steps().iter().map(|st| st.t.to_string()).collect();
+            let end = g
+                .steps()
+                .last()
+                .and_then(|st| st.prev)
+                .map_or("ᾱ = 1".to_string(), |p| {
+                    format!("t = {p} (ᾱ = {:.4})", s.alpha_bar_host[p as usize])
+                });
+            println!("  {name:<9} {} → {end}", ts.join(" → "));
+        }
+        let mut rows = vec![run(&ddim(10), &x_big_t, y.as_ref())?];
+        rows.push(reverse::sample_on_grid(
+            &*m.model,
+            &s,
+            cfg.prediction,
+            &leading,
+            0.0,
+            true,
+            &x_big_t,
+            y.as_ref(),
+        )?);
+        rows.push(reverse::sample_on_grid(
+            &*m.model,
+            &s,
+            cfg.prediction,
+            &broken,
+            0.0,
+            true,
+            &x_big_t,
+            y.as_ref(),
+        )?);
+        for (name, r) in ["trailing", "leading", "broken"].iter().zip(&rows) {
+            println!(
+                "  {name:<9} mean |x| = {:.3}, std of the background (corner 4×4) = {:.3}",
+                r.abs().mean(Kind::Float).double_value(&[]),
+                r.narrow(2, 0, 4)
+                    .narrow(3, 0, 4)
+                    .std(true)
+                    .double_value(&[])
+            );
+        }
+        util::save_grid(&Tensor::cat(&rows, 0), a.n, 2, &a.out.join("grids.png"))?;
+
+        // 3. Inversion of real test images.
+        let test = data::load_mnist_like(&a.data_dir, data::Split::Test)?;
+        let x0 = test.images.narrow(0, 0, a.n).to_device(device);
+        let y0 = cfg
+            .model
+            .num_classes()
+            .map(|_| test.labels.narrow(0, 0, a.n).to_device(device));
+        println!("\nDDIM inversion x_0 → x_T → x_0' on {} test images:", a.n);
+        println!("{:>6} {:>14} {:>14}", "S", "RMSE", "max |Δ|");
+        let mut recon = vec![x0.shallow_clone()];
+        for steps in [10usize, 20, 50, 100] {
+            let sampler = ddim(steps);
+            let grid = sampler.grid(cfg.timesteps)?;
+            let inv = reverse::ddim_invert(&*m.model, &s, cfg.prediction, &grid, &x0, y0.as_ref())?;
+            let back = run(&sampler, &inv, y0.as_ref())?;
+            let d = &back - &x0;
+            println!(
+                "{steps:>6} {:>14.4} {:>14.4}",
+                d.square().mean(Kind::Float).sqrt().double_value(&[]),
+                d.abs().max().double_value(&[])
+            );
+            recon.push(back);
+        }
+        util::save_grid(
+            &Tensor::cat(&recon, 0),
+            a.n,
+            2,
+            &a.out.join("inversion.png"),
+        )?;
+
+        // 4. Interpolation between two latents, one class.
+        let (za, zb) = (x_big_t.narrow(0, 0, 1), x_big_t.narrow(0, 1, 1));
+        let ws: Vec<f64> = (0..8).map(|i| i as f64 / 7.0).collect();
+        let zs = Tensor::cat(
+            &ws.iter()
+                .map(|&w| reverse::slerp(&za, &zb, w))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let yi = cfg
+            .model
+            .num_classes()
+            .map(|_| Tensor::full([8], 7 % k, (Kind::Int64, device)));
+        let strip = run(&ddim(50), &zs, yi.as_ref())?;
+        util::save_grid(&strip, 8, 3, &a.out.join("interpolation.png"))?;
+        println!(
+            "\nwrote {}/{{steps,grids,inversion,interpolation}}.png",
+            a.out.display()
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,226 @@
+//! Sample from a trained checkpoint with DDPM or DDIM.
+//!
+//! cargo run --release --example sample -- --checkpoint out/train/ckpt-00001000.safetensors \
+//!     --sampler ddim --steps 50 --eta 0 --n 20 --seed 0 --out out/samples.png \
+//!     [--save-tensors samples.safetensors] [--trace trace.safetensors] [--gif denoise.gif] [--trajectory traj.png]
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use reverse::{Sampler, Spacing, StepRecord, Variance};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+use training::Weights;
+
+#[derive(Parser)]
+#[command(about = "Draw samples from a checkpoint with DDPM or DDIM")]
+struct Args {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// ddpm or ddim.
+    #[arg(long, default_value = "ddim")]
+    sampler: String,
+    /// DDIM steps S (1..=T); DDPM always takes T.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM η ≥ 0 (0 = deterministic).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    eta: f64,
+    /// DDIM timestep spacing: leading, linspace or trailing.
+    #[arg(long, default_value = "trailing")]
+    spacing: String,
+    /// DDPM variance: small (β̃) or large (β).
+    #[arg(long, default_value = "small")]
+    variance: String,
+    /// Do not clip x̂_0 to [−1, 1].
+    #[arg(long)]
+    no_clip: bool,
+    /// Number of images.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    n: i64,
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    /// Sample with the raw weights instead of the EMA.
+    #[arg(long)]
+    raw_weights: bool,
+    /// The image grid (PNG).
+    #[arg(long, default_value = "out/samples.png")]
+    out: PathBuf,
+    /// Also write `images` (N,C,H,W f32 in [−1,1]) and `labels` (N, i64; −1 = none).
+    #[arg(long)]
+    save_tensors: Option<PathBuf>,
+    /// Also write the per-step trace.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Also write an animated GIF of the denoising.
+    #[arg(long)]
+    gif: Option<PathBuf>,
+    /// Also write a trajectory figure: rows = samples, columns = steps of x_t, then of x̂_0.
+    #[arg(long)]
+    trajectory: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn sampler(a: &Args) -> Result<Sampler> {
+    let clip = !a.no_clip;
+    Ok(match a.sampler.as_str() {
+        "ddpm" => Sampler::Ddpm {
+            variance: match a.variance.as_str() {
+                "small" => Variance::FixedSmall,
+                "large" => Variance::FixedLarge,
+                v => bail!("unknown --variance '{v}': use small or large"),
+            },
+            clip,
+        },
+        "ddim" => Sampler::Ddim {
+            steps: a.steps,
+            eta: a.eta,
+            spacing: a.spacing.parse::<Spacing>()?,
+            clip,
+        },
+        s => bail!("unknown --sampler '{s}': use ddpm or ddim"),
+    })
+}
+
+fn main() {
+    util::run(|| {
+        let args = Args::parse();
+        let device = util::parse_device(&args.device)?;
+        let sampler = sampler(&args)?;
+        let weights = if args.raw_weights {
+            Weights::Raw
+        } else {
+            Weights::Ema
+        };
+        let loaded = training::load_model(&args.checkpoint, weights, device)?;
+        let cfg = &loaded.config;
+        let schedule = forward::Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
+        let (c, side) = if cfg.model.in_channels() == 3 {
+            (3, 32)
+        } else {
+            (1, 28)
+        };
+        let (labels, cols) = match cfg.model.num_classes() {
+            Some(k) => (
+                Some(Tensor::arange(args.n, (Kind::Int64, device)).remainder(k)),
+                k.min(args.n),
+            ),
+            None => (None, 10.min(args.n)),
+        };
+
+        tch::manual_seed(args.seed);
+        let x_big_t = Tensor::randn([args.n, c, side, side], (Kind::Float, device));
+        let bar = ProgressBar::new(grid.len() as u64);
+        bar.set_style(ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",
+        )?);
+        bar.set_message(format!("{} ", args.sampler));
+        let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
+        let mut records: Vec<StepRecord> = Vec::new();
+        let x0 = reverse::sample(
+            &*loaded.model,
+            &schedule,
+            cfg.prediction,
+            &sampler,
+            &x_big_t,
+            labels.as_ref(),
+            want_trace.then_some(&mut records),
+            |_| bar.inc(1),
+        )?;
+        bar.finish_and_clear();
+
+        util::save_grid(&x0, cols, 3, &args.out)?;
+        println!(
+            "wrote {} ({} samples, {:?}, step {} {:?} weights)",
+            args.out.display(),
+            args.n,
+            sampler,
+            loaded.step,
+            weights
+        );
+        if let Some(path) = &args.save_tensors {
+            let y = labels.unwrap_or_else(|| Tensor::full([args.n], -1, (Kind::Int64, device)));
+            let tensors = [
+                ("images".to_string(), x0.to_kind(Kind::Float)),
+                ("labels".to_string(), y),
+            ];
+            let mut meta = std::collections::BTreeMap::new();
+            meta.insert("checkpoint".into(), args.checkpoint.display().to_string());
+            meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
+            meta.insert("seed".into(), args.seed.to_string());
+            training::checkpoint::save(path, &tensors, &meta)?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &args.trace {
+            reverse::trace::save(path, &records, &schedule, &sampler, cfg.prediction)?;
+            println!("wrote {} ({} steps)", path.display(), records.len());
+        }
+        if let Some(path) = &args.trajectory {
+            trajectory(&records, path)?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &args.gif {
+            gif(&records, &x0, cols, path)?;
+            println!("wrote {}", path.display());
+        }
+        Ok(())
+    })
+}
+
+/// Eight evenly spaced steps: indices into the records.
+fn picks(len: usize, k: usize) -> Vec<usize> {
+    (0..k).map(|i| i * (len - 1) / (k - 1).max(1)).collect()
+}
+
+/// Rows = the first (up to) 6 samples; columns = 8 steps of x_t, then the same 8 steps of x̂_0.
+fn trajectory(records: &[StepRecord], path: &Path) -> Result<()> {
+    let rows = records[0].x_t.size()[0].min(6);
+    let cols = picks(records.len(), 8);
+    let mut tiles = Vec::new();
+    for r in 0..rows {
+        for &i in &cols {
+            tiles.push(records[i].x_t.get(r).clamp(-1.0, 1.0));
+        }
+        for &i in &cols {
+            tiles.push(records[i].x0.get(r));
+        }
+    }
+    util::save_grid(&Tensor::stack(&tiles, 0), 16, 2, path)
+}
+
+/// One frame per ~2% of the steps, each a grid of the current x_t, ending on
+/// the final samples (held for a second).
+fn gif(records: &[StepRecord], x0: &Tensor, cols: i64, path: &Path) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, Frame};
+    let mut bytes = Vec::new();
+    {
+        let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
+        enc.set_repeat(Repeat::Infinite)?;
+        let k = records.len().min(50);
+        let mut frames: Vec<(Tensor, u32)> = picks(records.len(), k)
+            .into_iter()
+            .map(|i| (records[i].x_t.clamp(-1.0, 1.0), 60))
+            .collect();
+        frames.push((x0.shallow_clone(), 1500));
+        for (x, ms) in frames {
+            let rgb = util::image_grid(&x, cols)?;
+            let rgba = image::DynamicImage::ImageRgb8(rgb).to_rgba8();
+            let rgba = image::imageops::resize(
+                &rgba,
+                rgba.width() * 2,
+                rgba.height() * 2,
+                image::imageops::FilterType::Nearest,
+            );
+            enc.encode_frame(Frame::from_parts(
+                rgba,
+                0,
+                0,
+                Delay::from_numer_denom_ms(ms, 1),
+            ))?;
+        }
+    }
+    util::write_atomic(path, &bytes).context("writing the GIF")
+}
