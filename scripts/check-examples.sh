@@ -31,6 +31,14 @@ for s in "ddpm --variance small" "ddpm --variance large" "ddim --steps 10 --eta 
   echo "ok: --sampler $s: same seed, byte-identical PNG, tensors and trace"
 done
 
+for i in 1 2; do
+  "$BIN/sample" --checkpoint "$ck" --sampler ddim --steps 10 --guidance 3 --per-class 2 --seed 5 \
+    --out "$tmp/g$i.png" --save-tensors "$tmp/g$i.safetensors" > "$tmp/g.log"
+done
+cmp -s "$tmp/g1.safetensors" "$tmp/g2.safetensors" || { echo "error: guided sampling is not reproducible" >&2; exit 1; }
+grep -q "8 samples" "$tmp/g.log" || { cat "$tmp/g.log"; echo "error: --per-class 2 with 4 classes should give 8 samples" >&2; exit 1; }
+echo "ok: guided sampling (--guidance 3 --per-class 2) is reproducible"
+
 expect_error() { # expected text, args...
   local want="$1"; shift
   if "$@" > "$tmp/err" 2>&1; then echo "error: '$*' succeeded" >&2; exit 1; fi
@@ -45,4 +53,6 @@ expect_error "0 sampling steps" "$BIN/sample" --checkpoint "$ck" --steps 0
 expect_error "η = -1" "$BIN/sample" --checkpoint "$ck" --eta -1
 expect_error "unknown spacing" "$BIN/sample" --checkpoint "$ck" --spacing uniform
 expect_error "No such file" "$BIN/sample" --checkpoint "$tmp/missing.safetensors"
+expect_error "is negative" "$BIN/sample" --checkpoint "$ck" --guidance -1
+expect_error "class 12 is out of range" "$BIN/sample" --checkpoint "$ck" --class 1,12
 echo "ok: bad CLI values give one clear line"

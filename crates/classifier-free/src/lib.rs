@@ -1,22 +1,174 @@
 //! Classifier-free guidance (Ho & Salimans 2022).
-use tch::Tensor;
+//!
+//! One network learns both the conditional model ε(x_t, t, y) and the
+//! unconditional one ε(x_t, t, ∅), because training replaces labels by the
+//! null class ∅ = `num_classes` with probability `p_uncond`
+//! ([`training::drop_labels`]). At sampling time the two are extrapolated:
+//!
+//!   ε̃ = ε_u + w (ε_c − ε_u)
+//!
+//! w = 1 is the conditional model, w = 0 the unconditional one, w > 1 pushes
+//! samples further towards what makes them look like their class. The paper
+//! writes ε̃ = (1 + w′) ε_c − w′ ε_u; the two agree with w = 1 + w′, so the
+//! paper's "w′ = 0" (no guidance) is our w = 1.
+use network::{NetworkError, NoisePredictor};
+use tch::{Kind, Tensor};
+
+pub use training::drop_labels;
 
 // ANCHOR: guided_eps
-/// ε̃ = ε_u + w (ε_c − ε_u). w = 1 is the plain conditional model, w = 0 the
-/// unconditional one. The paper writes (1 + w′) ε_c − w′ ε_u, so w = 1 + w′.
+/// ε̃ = ε_u + w (ε_c − ε_u).
 pub fn guided_eps(eps_uncond: &Tensor, eps_cond: &Tensor, w: f64) -> Tensor {
     eps_uncond + (eps_cond - eps_uncond) * w
 }
 // ANCHOR_END: guided_eps
 
-/// Label dropout happens during training, so it lives in `training`; it is
-/// re-exported here because it is half of the method.
-pub use training::drop_labels;
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GuidanceError {
+    #[error("guidance scale w = {0} is negative (it extrapolates away from the class); pass --allow-negative-guidance if that is what you want")]
+    Negative(f64),
+    #[error("guidance scale w = {0} is not a finite number")]
+    NotFinite(f64),
+    #[error("guidance needs a class-conditional model (this one has no classes)")]
+    Unconditional,
+    #[error("class {class} is out of range: this model has classes 0..{num_classes}")]
+    Class { class: i64, num_classes: i64 },
+}
+
+/// A guided predictor: any [`NoisePredictor`] with scale w. It is itself a
+/// `NoisePredictor`, so every sampler (and the trace recorder) takes it as is.
+pub struct Guided<'a> {
+    model: &'a dyn NoisePredictor,
+    pub w: f64,
+    num_classes: i64,
+}
+
+impl<'a> Guided<'a> {
+    /// w < 0 is refused unless `allow_negative`.
+    pub fn new(
+        model: &'a dyn NoisePredictor,
+        w: f64,
+        allow_negative: bool,
+    ) -> Result<Self, GuidanceError> {
+        if !w.is_finite() {
+            return Err(GuidanceError::NotFinite(w));
+        }
+        if w < 0.0 && !allow_negative {
+            return Err(GuidanceError::Negative(w));
+        }
+        let num_classes = model.num_classes().ok_or(GuidanceError::Unconditional)?;
+        Ok(Self {
+            model,
+            w,
+            num_classes,
+        })
+    }
+}
+
+impl NoisePredictor for Guided<'_> {
+    // ANCHOR: guided_predict
+    /// Conditional and unconditional halves in one forward pass of batch 2N;
+    /// w = 1 and w = 0 need only one of them, so they take one pass of batch N.
+    fn predict(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+        train: bool,
+    ) -> network::Result<Tensor> {
+        let Some(y) = y else {
+            return self.model.predict(x_t, t, None, train); // no labels: unconditional
+        };
+        if self.w == 1.0 {
+            return self.model.predict(x_t, t, Some(y), train);
+        }
+        if self.w == 0.0 {
+            return self.model.predict(x_t, t, None, train);
+        }
+        let null = Tensor::full_like(y, self.num_classes);
+        let out = self.model.predict(
+            &Tensor::cat(&[x_t, x_t], 0),
+            &Tensor::cat(&[t, t], 0),
+            Some(&Tensor::cat(&[y, &null], 0)),
+            train,
+        )?;
+        let halves = out.chunk(2, 0);
+        Ok(guided_eps(&halves[1], &halves[0], self.w))
+    }
+    // ANCHOR_END: guided_predict
+
+    fn num_classes(&self) -> Option<i64> {
+        Some(self.num_classes)
+    }
+}
+
+/// The same guidance with two separate forward passes, for the benchmark.
+pub struct TwoPass<'a>(pub Guided<'a>);
+
+impl NoisePredictor for TwoPass<'_> {
+    fn predict(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+        train: bool,
+    ) -> network::Result<Tensor> {
+        let cond = self.0.model.predict(x_t, t, y, train)?;
+        let uncond = self.0.model.predict(x_t, t, None, train)?;
+        Ok(guided_eps(&uncond, &cond, self.0.w))
+    }
+
+    fn num_classes(&self) -> Option<i64> {
+        Some(self.0.num_classes)
+    }
+}
+
+/// Which classes to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classes {
+    /// Exactly these labels, one image each.
+    List(Vec<i64>),
+    /// k images of every class, class-major: 0, 0, …, 1, 1, ….
+    PerClass(i64),
+}
+
+/// The label tensor for a request, checked against the model's classes.
+pub fn labels(
+    classes: &Classes,
+    num_classes: i64,
+    device: tch::Device,
+) -> Result<Tensor, GuidanceError> {
+    let list: Vec<i64> = match classes {
+        Classes::List(l) => l.clone(),
+        Classes::PerClass(k) => (0..num_classes)
+            .flat_map(|c| std::iter::repeat_n(c, *k as usize))
+            .collect(),
+    };
+    if let Some(&class) = list.iter().find(|&&c| c < 0 || c >= num_classes) {
+        return Err(GuidanceError::Class { class, num_classes });
+    }
+    Ok(Tensor::from_slice(&list)
+        .to_kind(Kind::Int64)
+        .to_device(device))
+}
+
+/// A one-line warning when guiding a model that never saw the null class.
+pub fn dropout_warning(p_uncond: f64, w: f64) -> Option<String> {
+    (p_uncond == 0.0 && w != 1.0).then(|| {
+        format!("warning: this model was trained without label dropout (p_uncond = 0): its unconditional branch is untrained, so guidance w = {w} mixes in noise predictions it never learned")
+    })
+}
+
+impl From<GuidanceError> for NetworkError {
+    fn from(e: GuidanceError) -> Self {
+        NetworkError::Config(e.to_string())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     #[test]
     fn guidance_endpoints_and_paper_convention() {
@@ -41,5 +193,23 @@ mod tests {
         // Kept labels are unchanged.
         let kept = out.ne(10);
         assert!(out.masked_select(&kept).equal(&labels.masked_select(&kept)));
+    }
+
+    #[test]
+    fn label_requests() {
+        let l = labels(&Classes::PerClass(2), 3, Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&l).unwrap(), [0, 0, 1, 1, 2, 2]);
+        assert_eq!(
+            labels(&Classes::List(vec![1, 10]), 10, Device::Cpu).unwrap_err(),
+            GuidanceError::Class {
+                class: 10,
+                num_classes: 10
+            }
+        );
+        assert!(
+            dropout_warning(0.0, 3.0).is_some()
+                && dropout_warning(0.1, 3.0).is_none()
+                && dropout_warning(0.0, 1.0).is_none()
+        );
     }
 }

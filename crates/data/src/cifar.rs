@@ -23,7 +23,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
     if bytes.is_empty() {
         return Err("file is empty".into());
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(format!(
             "truncated: {} bytes is not a whole number of {RECORD}-byte records ({} full records and {} bytes over)",
             bytes.len(),
@@ -65,7 +65,7 @@ mod tests {
         let mut bytes = vec![3u8];
         bytes.extend((0..RECORD - 1).map(|i| (i % 251) as u8));
         bytes.push(9);
-        bytes.extend(std::iter::repeat(7u8).take(RECORD - 1));
+        bytes.extend(std::iter::repeat_n(7u8, RECORD - 1));
         let (labels, pixels) = parse(&bytes).unwrap();
         assert_eq!(labels, [3, 9]);
         assert_eq!(pixels.len(), 2 * 3072);

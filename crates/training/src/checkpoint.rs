@@ -66,7 +66,7 @@ pub fn to_bytes(
         }
     }
     let mut json = serde_json::to_vec(&header).expect("header serialises");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' '); // the format pads the header to 8 bytes
     }
     let mut out = Vec::with_capacity(8 + json.len() + data.len());

@@ -293,24 +293,8 @@ impl Trainer {
         let mut tr = Self::new(config, device)?;
         checkpoint::copy_into(tr.vs.variables(), "model", &ck.tensors, path)?;
         checkpoint::copy_into(tr.ema_vs.variables(), "ema", &ck.tensors, path)?;
-        let bufs: Vec<(String, Tensor)> = tr
-            .opt
-            .buffers_mut()
-            .map(|(n, t)| (n, t.shallow_clone()))
-            .collect();
-        for (name, mut buf) in bufs {
-            let src = ck.tensors.get(&name).ok_or_else(|| {
-                TrainError::Checkpoint(format!("{}: {name} is missing", path.display()))
-            })?;
-            if src.size() != buf.size() {
-                return Err(TrainError::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    tensor: name,
-                    checkpoint: src.size(),
-                    model: buf.size(),
-                });
-            }
-            tch::no_grad(|| buf.copy_(src));
+        for (prefix, bufs) in tr.opt.moments() {
+            checkpoint::copy_into(bufs, prefix, &ck.tensors, path)?;
         }
         let num = |k: &str| -> Result<i64> {
             ck.metadata

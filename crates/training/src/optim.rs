@@ -34,8 +34,8 @@ pub struct Adam {
     pub t: i64,
     names: Vec<String>,
     params: Vec<Tensor>,
-    pub(crate) m: Vec<Tensor>,
-    pub(crate) v: Vec<Tensor>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
 }
 
 impl Adam {
@@ -112,7 +112,11 @@ impl Adam {
                     if decoupled {
                         let _ = p.g_mul_scalar_(1.0 - lr * weight_decay); // AdamW
                     } else {
-                        g = g + &*p * weight_decay; // Adam with L2
+                        // Adam with L2 (a new tensor: the stored gradient stays as computed)
+                        #[allow(clippy::assign_op_pattern)]
+                        {
+                            g = g + &*p * weight_decay;
+                        }
                     }
                 }
                 let _ = m.lerp_(&g, 1.0 - beta1); //                     m ← β₁m + (1−β₁)g
@@ -124,33 +128,28 @@ impl Adam {
     }
     // ANCHOR_END: adam_step
 
-    /// The moment buffers, named `adam_m.<var>` and `adam_v.<var>`.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        let m = self
-            .names
-            .iter()
-            .zip(&self.m)
-            .map(|(n, t)| (format!("adam_m.{n}"), t.shallow_clone()));
-        let v = self
-            .names
-            .iter()
-            .zip(&self.v)
-            .map(|(n, t)| (format!("adam_v.{n}"), t.shallow_clone()));
-        m.chain(v).collect()
+    /// The moment buffers by prefix: ("adam_m", [(var, m)]), ("adam_v", [(var, v)]).
+    /// The tensors share storage with the optimizer, so copying into them restores it.
+    pub fn moments(&self) -> [(&'static str, Vec<(String, Tensor)>); 2] {
+        let named = |bufs: &[Tensor]| {
+            self.names
+                .iter()
+                .cloned()
+                .zip(bufs.iter().map(Tensor::shallow_clone))
+                .collect()
+        };
+        [("adam_m", named(&self.m)), ("adam_v", named(&self.v))]
     }
 
-    pub(crate) fn buffers_mut(&mut self) -> impl Iterator<Item = (String, &mut Tensor)> {
-        let m = self
-            .names
-            .iter()
-            .zip(self.m.iter_mut())
-            .map(|(n, t)| (format!("adam_m.{n}"), t));
-        let v = self
-            .names
-            .iter()
-            .zip(self.v.iter_mut())
-            .map(|(n, t)| (format!("adam_v.{n}"), t));
-        m.chain(v)
+    /// The moment buffers as checkpoint entries `adam_m.<var>` and `adam_v.<var>`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.moments()
+            .into_iter()
+            .flat_map(|(prefix, bufs)| {
+                bufs.into_iter()
+                    .map(move |(n, t)| (format!("{prefix}.{n}"), t))
+            })
+            .collect()
     }
 }
 

@@ -1,11 +1,15 @@
-//! Sample from a trained checkpoint with DDPM or DDIM.
+//! Sample from a trained checkpoint with DDPM or DDIM, optionally with
+//! classifier-free guidance.
 //!
 //! cargo run --release --example sample -- --checkpoint out/train/ckpt-00001000.safetensors \
 //!     --sampler ddim --steps 50 --eta 0 --n 20 --seed 0 --out out/samples.png \
-//!     [--save-tensors samples.safetensors] [--trace trace.safetensors] [--gif denoise.gif] [--trajectory traj.png]
+//!     [--guidance 3 --per-class 4 | --class 7] [--save-tensors samples.safetensors]
+//!     [--trace trace.safetensors] [--gif denoise.gif] [--trajectory traj.png]
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use classifier_free::{Classes, Guided};
 use indicatif::{ProgressBar, ProgressStyle};
+use network::NoisePredictor;
 use reverse::{Sampler, Spacing, StepRecord, Variance};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -34,9 +38,21 @@ struct Args {
     /// Do not clip x̂_0 to [−1, 1].
     #[arg(long)]
     no_clip: bool,
-    /// Number of images.
+    /// Number of images (without --class / --per-class: classes cycle 0, 1, …).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
     n: i64,
+    /// Classifier-free guidance scale w (1 = plain conditional, 0 = unconditional).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    guidance: f64,
+    /// Allow w < 0.
+    #[arg(long)]
+    allow_negative_guidance: bool,
+    /// Sample these classes (comma-separated), one image each.
+    #[arg(long, value_delimiter = ',', conflicts_with = "per_class")]
+    class: Vec<i64>,
+    /// Sample k images of every class.
+    #[arg(long)]
+    per_class: Option<i64>,
     #[arg(long, default_value_t = 0)]
     seed: i64,
     /// Sample with the raw weights instead of the EMA.
@@ -102,16 +118,45 @@ fn main() {
         } else {
             (1, 28)
         };
-        let (labels, cols) = match cfg.model.num_classes() {
-            Some(k) => (
+        let request = match (&args.class[..], args.per_class) {
+            ([], None) => None,
+            ([], Some(k)) if k < 1 => bail!("--per-class {k}: must be at least 1"),
+            ([], Some(k)) => Some(Classes::PerClass(k)),
+            (list, _) => Some(Classes::List(list.to_vec())),
+        };
+        let (labels, cols) = match (cfg.model.num_classes(), &request) {
+            (Some(k), Some(req)) => {
+                let l = classifier_free::labels(req, k, device)?;
+                let cols = if let Classes::PerClass(per) = req {
+                    *per
+                } else {
+                    l.size()[0].min(10)
+                };
+                (Some(l), cols)
+            }
+            (Some(k), None) => (
                 Some(Tensor::arange(args.n, (Kind::Int64, device)).remainder(k)),
                 k.min(args.n),
             ),
-            None => (None, 10.min(args.n)),
+            (None, Some(_)) => bail!(
+                "--class/--per-class need a class-conditional model; this checkpoint has none"
+            ),
+            (None, None) => (None, 10.min(args.n)),
+        };
+        let n = labels.as_ref().map_or(args.n, |l| l.size()[0]);
+        let guided;
+        let model: &dyn NoisePredictor = if args.guidance != 1.0 {
+            guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?;
+            if let Some(w) = classifier_free::dropout_warning(cfg.p_uncond, args.guidance) {
+                eprintln!("{w}");
+            }
+            &guided
+        } else {
+            &*loaded.model
         };
 
         tch::manual_seed(args.seed);
-        let x_big_t = Tensor::randn([args.n, c, side, side], (Kind::Float, device));
+        let x_big_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
         let bar = ProgressBar::new(grid.len() as u64);
         bar.set_style(ProgressStyle::with_template(
             "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",
@@ -120,7 +165,7 @@ fn main() {
         let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
         let mut records: Vec<StepRecord> = Vec::new();
         let x0 = reverse::sample(
-            &*loaded.model,
+            model,
             &schedule,
             cfg.prediction,
             &sampler,
@@ -133,15 +178,13 @@ fn main() {
 
         util::save_grid(&x0, cols, 3, &args.out)?;
         println!(
-            "wrote {} ({} samples, {:?}, step {} {:?} weights)",
+            "wrote {} ({n} samples, {sampler:?}, guidance w = {}, step {} {weights:?} weights)",
             args.out.display(),
-            args.n,
-            sampler,
+            args.guidance,
             loaded.step,
-            weights
         );
         if let Some(path) = &args.save_tensors {
-            let y = labels.unwrap_or_else(|| Tensor::full([args.n], -1, (Kind::Int64, device)));
+            let y = labels.unwrap_or_else(|| Tensor::full([n], -1, (Kind::Int64, device)));
             let tensors = [
                 ("images".to_string(), x0.to_kind(Kind::Float)),
                 ("labels".to_string(), y),
@@ -150,6 +193,7 @@ fn main() {
             meta.insert("checkpoint".into(), args.checkpoint.display().to_string());
             meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
             meta.insert("seed".into(), args.seed.to_string());
+            meta.insert("guidance".into(), args.guidance.to_string());
             training::checkpoint::save(path, &tensors, &meta)?;
             println!("wrote {}", path.display());
         }

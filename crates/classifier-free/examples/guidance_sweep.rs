@@ -1,0 +1,168 @@
+//! The guidance trade-off on one checkpoint: the same noise sampled at several
+//! scales w, k images per class.
+//!
+//! cargo run --release --example guidance_sweep -- --checkpoint FILE --scales 0,1,2,3,5 --per-class 8
+//!
+//! Writes into --out: sweep.png (rows = classes, columns = scales, same noise
+//! across a row), sweep.csv (scale, class, diversity) and diversity.png.
+use anyhow::bail;
+use clap::Parser;
+use classifier_free::{Classes, Guided};
+use reverse::{Sampler, Spacing};
+use std::path::PathBuf;
+use tch::{Kind, Tensor};
+use util::plot::{line_panels, Series};
+
+#[derive(Parser)]
+#[command(about = "Sample one checkpoint at several guidance scales and measure diversity")]
+struct Args {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,2,3,5",
+        allow_negative_numbers = true
+    )]
+    scales: Vec<f64>,
+    #[arg(long, default_value_t = 8)]
+    per_class: i64,
+    /// DDIM steps (η = 0).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    #[arg(long, default_value = "out/guidance")]
+    out: PathBuf,
+    #[arg(long)]
+    allow_negative_guidance: bool,
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+// ANCHOR: diversity
+/// Mean pairwise L2 distance between the images of one class: how different
+/// the samples are from one another (0 = all the same image).
+fn diversity(x: &Tensor) -> f64 {
+    let flat = x.flatten(1, -1).to_kind(Kind::Double);
+    let n = flat.size()[0];
+    let d = flat.unsqueeze(0) - flat.unsqueeze(1); // (n, n, D)
+    let dist = d
+        .square()
+        .sum_dim_intlist([2i64].as_slice(), false, Kind::Double)
+        .sqrt();
+    dist.sum(Kind::Double).double_value(&[]) / (n * (n - 1)) as f64
+}
+// ANCHOR_END: diversity
+
+fn main() {
+    util::run(|| {
+        let a = Args::parse();
+        if a.per_class < 2 {
+            bail!(
+                "--per-class {}: need at least 2 images per class to measure diversity",
+                a.per_class
+            );
+        }
+        let device = util::parse_device(&a.device)?;
+        let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
+        let cfg = &m.config;
+        let Some(k) = cfg.model.num_classes() else {
+            bail!("guidance needs a class-conditional model; this checkpoint has none")
+        };
+        if let Some(w) = a
+            .scales
+            .iter()
+            .find_map(|&w| classifier_free::dropout_warning(cfg.p_uncond, w))
+        {
+            eprintln!("{w}");
+        }
+        let s = forward::Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let sampler = Sampler::Ddim {
+            steps: a.steps,
+            eta: 0.0,
+            spacing: Spacing::Trailing,
+            clip: true,
+        };
+        let y = classifier_free::labels(&Classes::PerClass(a.per_class), k, device)?;
+        let n = y.size()[0];
+        let (c, side) = if cfg.model.in_channels() == 3 {
+            (3, 32)
+        } else {
+            (1, 28)
+        };
+        tch::manual_seed(a.seed);
+        let x_big_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
+        std::fs::create_dir_all(&a.out)?;
+
+        let (mut cells, mut rows, mut curve) = (Vec::new(), Vec::new(), Vec::new());
+        println!("{:>6} {:>10}   per class", "w", "diversity");
+        for &w in &a.scales {
+            let guided = Guided::new(&*m.model, w, a.allow_negative_guidance)?;
+            let x0 = reverse::sample(
+                &guided,
+                &s,
+                cfg.prediction,
+                &sampler,
+                &x_big_t,
+                Some(&y),
+                None,
+                |_| {},
+            )?;
+            let per: Vec<f64> = (0..k)
+                .map(|cl| diversity(&x0.narrow(0, cl * a.per_class, a.per_class)))
+                .collect();
+            let mean = per.iter().sum::<f64>() / k as f64;
+            println!(
+                "{w:>6.2} {mean:>10.3}   {}",
+                per.iter()
+                    .map(|d| format!("{d:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            for (cl, d) in per.iter().enumerate() {
+                rows.push(vec![w, cl as f64, *d]);
+            }
+            curve.push((w, mean));
+            cells.push(x0);
+        }
+        // Grid: row = class, column = scale; the first two images of each class.
+        let mut tiles = Vec::new();
+        for cl in 0..k {
+            for j in 0..2.min(a.per_class) {
+                for x0 in &cells {
+                    tiles.push(x0.get(cl * a.per_class + j));
+                }
+            }
+        }
+        util::save_grid(
+            &Tensor::stack(&tiles, 0),
+            a.scales.len() as i64,
+            2,
+            &a.out.join("sweep.png"),
+        )?;
+        util::write_csv(
+            &a.out.join("sweep.csv"),
+            &["w", "class", "diversity"],
+            &rows,
+        )?;
+        line_panels(
+            &a.out.join("diversity.png"),
+            &[(
+                "sample diversity against guidance",
+                "guidance scale w",
+                "mean pairwise L2 distance",
+                vec![Series {
+                    name: "diversity".into(),
+                    points: curve,
+                }],
+            )],
+            (700, 420),
+        )?;
+        println!(
+            "wrote {}/{{sweep.png, sweep.csv, diversity.png}}",
+            a.out.display()
+        );
+        Ok(())
+    })
+}
