@@ -3,7 +3,7 @@
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
 #   scripts/make-figures.sh            # everything (~15 min on 2 cores: it trains a model)
-#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling guidance
+#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling guidance one_page classroom
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -48,8 +48,18 @@ part_guidance() {
   run guidance_cost -- --checkpoint "$CKPT" | strip > "$GEN/guidance_cost.txt"
 }
 
+part_one_page() {
+  mkdir -p "$FIG/one_page"
+  run one_page -- --out "$ROOT/target/figures-one-page" | strip > "$GEN/one_page.txt"
+  cp "$ROOT"/target/figures-one-page/{ddpm,ddim50_guided3}.png "$FIG/one_page/"
+}
+
+part_classroom() {
+  GRADE_EXAMPLE_OUT="$GEN/grade_example.txt" bash scripts/check-classroom.sh
+}
+
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench sampling guidance)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench sampling guidance one_page classroom)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

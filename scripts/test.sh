@@ -21,6 +21,9 @@ cargo build --workspace --examples --quiet
 step "examples end to end: train, resume, every sampler reproducible, bad CLI values"
 bash scripts/check-examples.sh
 
+step "classroom kit: assignments build, score 0, full marks with solutions, a wrong answer loses only its task"
+bash scripts/check-classroom.sh
+
 step "mdbook test"
 bash scripts/book-test.sh
 

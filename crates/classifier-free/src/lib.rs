@@ -19,7 +19,9 @@ pub use training::drop_labels;
 // ANCHOR: guided_eps
 /// ε̃ = ε_u + w (ε_c − ε_u).
 pub fn guided_eps(eps_uncond: &Tensor, eps_cond: &Tensor, w: f64) -> Tensor {
+    // ANCHOR: SOLUTION_guidance
     eps_uncond + (eps_cond - eps_uncond) * w
+    // ANCHOR_END: SOLUTION_guidance
 }
 // ANCHOR_END: guided_eps
 

@@ -77,6 +77,7 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Tensor> {
             "T = {steps}: need at least 2 steps"
         )));
     }
+    // ANCHOR: SOLUTION_betas
     let f64_ = (Kind::Double, Device::Cpu);
     let t = steps as f64;
     let betas = match kind {
@@ -104,6 +105,7 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Tensor> {
         }
     };
     Ok(betas)
+    // ANCHOR_END: SOLUTION_betas
 }
 // ANCHOR_END: betas
 
@@ -222,8 +224,10 @@ impl Schedule {
     pub fn q_sample(&self, x0: &Tensor, t: &Timesteps, noise: &Tensor) -> Result<Tensor> {
         check_batch(x0, t)?;
         check_same_shape("noise", x0, noise)?;
+        // ANCHOR: SOLUTION_q_sample
         Ok(t.gather(&self.sqrt_alpha_bar, x0) * x0
             + t.gather(&self.sqrt_one_minus_alpha_bar, x0) * noise)
+        // ANCHOR_END: SOLUTION_q_sample
     }
     // ANCHOR_END: q_sample
 

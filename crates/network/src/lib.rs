@@ -94,11 +94,13 @@ pub fn timestep_embedding(t: &Tensor, dim: i64) -> Result<Tensor> {
     if dim <= 0 || dim % 2 != 0 {
         return Err(NetworkError::OddEmbeddingDim(dim));
     }
+    // ANCHOR: SOLUTION_time_embedding
     let half = dim / 2;
     let i = Tensor::arange(half, (Kind::Float, t.device()));
     let omega = (i * (-MAX_PERIOD.ln() / half as f64)).exp();
     let angles = t.to_kind(Kind::Float).unsqueeze(1) * omega.unsqueeze(0);
     Ok(Tensor::cat(&[angles.sin(), angles.cos()], 1))
+    // ANCHOR_END: SOLUTION_time_embedding
 }
 // ANCHOR_END: timestep_embedding
 

@@ -117,6 +117,7 @@ pub fn ddpm_step(
     x0_hat: &Tensor,
     z: &Tensor,
 ) -> Result<Tensor> {
+    // ANCHOR: SOLUTION_ddpm_step
     let post = s.q_posterior(x0_hat, x_t, t)?;
     let sigma = match v {
         Variance::FixedSmall => (post.log_variance * 0.5).exp(),
@@ -128,14 +129,17 @@ pub fn ddpm_step(
         .to_kind(x_t.kind())
         .reshape(sigma.size().as_slice());
     Ok(post.mean + nonzero * sigma * z)
+    // ANCHOR_END: SOLUTION_ddpm_step
 }
 // ANCHOR_END: ddpm_step
 
 // ANCHOR: ddim_sigma
 /// DDIM eq. 16: σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev).
 pub fn ddim_sigma(alpha_bar_t: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
+    // ANCHOR: SOLUTION_ddim_step
     eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_prev))
         .sqrt()
+    // ANCHOR_END: SOLUTION_ddim_step
 }
 // ANCHOR_END: ddim_sigma
 
@@ -150,11 +154,13 @@ pub fn ddim_step(
     eps_hat: &Tensor,
     z: &Tensor,
 ) -> Tensor {
+    // ANCHOR: SOLUTION_ddim_step
     let ab_t = s.alpha_bar_host[step.t as usize];
     let ab_prev = step.prev.map_or(1.0, |p| s.alpha_bar_host[p as usize]);
     let sigma = ddim_sigma(ab_t, ab_prev, eta);
     let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
     x0_hat * ab_prev.sqrt() + eps_hat * dir + z * sigma
+    // ANCHOR_END: SOLUTION_ddim_step
 }
 // ANCHOR_END: ddim_step
 

@@ -80,8 +80,10 @@ pub fn target(
 /// Replaces each label by the null class `num_classes` with probability
 /// `p_uncond`, so one network also learns the unconditional model.
 pub fn drop_labels(labels: &Tensor, num_classes: i64, p_uncond: f64) -> Tensor {
+    // ANCHOR: SOLUTION_guidance
     let drop = Tensor::rand(labels.size().as_slice(), (Kind::Float, labels.device())).lt(p_uncond);
     labels.where_self(&drop.logical_not(), &Tensor::full_like(labels, num_classes))
+    // ANCHOR_END: SOLUTION_guidance
 }
 // ANCHOR_END: drop_labels
 
