@@ -142,7 +142,7 @@ def grade(dir_, json_path):
     results = {}  # (package, test) -> bool
     build_failed = []
     for pkg in sorted({p for t in TASKS["tasks"] for p, _ in t["tests"]}):
-        run = subprocess.run(["cargo", "test", "-p", pkg, "--no-fail-fast", "--", "--test-threads=2"],
+        run = subprocess.run(["cargo", "test", "-p", pkg, "--lib", "--tests", "--no-fail-fast", "--", "--test-threads=2"],
                              cwd=dir_, capture_output=True, text=True)
         text = run.stdout + run.stderr
         if "could not compile" in text:

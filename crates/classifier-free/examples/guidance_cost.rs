@@ -32,7 +32,7 @@ fn main() {
         let device = util::parse_device(&a.device)?;
         let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
         let cfg = &m.config;
-        let s = forward::Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let s = m.schedule()?;
         let sampler = Sampler::Ddim {
             steps: a.steps,
             eta: 0.0,

@@ -77,7 +77,7 @@ fn main() {
         {
             eprintln!("{w}");
         }
-        let s = forward::Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let s = m.schedule()?;
         let sampler = Sampler::Ddim {
             steps: a.steps,
             eta: 0.0,

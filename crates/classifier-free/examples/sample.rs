@@ -111,7 +111,7 @@ fn main() {
         };
         let loaded = training::load_model(&args.checkpoint, weights, device)?;
         let cfg = &loaded.config;
-        let schedule = forward::Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let schedule = loaded.schedule()?;
         let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
         let (c, side) = if cfg.model.in_channels() == 3 {
             (3, 32)

@@ -7,7 +7,6 @@
 //! cargo run --release --example ddim_study -- --checkpoint FILE --out out/ddim
 use anyhow::Result;
 use clap::Parser;
-use forward::Schedule;
 use reverse::{sample, Sampler, Spacing, TimestepGrid, Variance};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,7 +56,7 @@ fn main() {
         let device = util::parse_device(&a.device)?;
         let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
         let cfg = &m.config;
-        let s = Schedule::new(cfg.schedule.parse()?, cfg.timesteps, device)?;
+        let s = m.schedule()?;
         std::fs::create_dir_all(&a.out)?;
         let k = cfg.model.num_classes().unwrap_or(10);
         let y = cfg

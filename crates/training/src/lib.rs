@@ -339,6 +339,17 @@ pub struct LoadedModel {
     pub step: i64,
 }
 
+impl LoadedModel {
+    /// The noise schedule the model was trained with, on the model's device.
+    pub fn schedule(&self) -> Result<Schedule> {
+        Ok(Schedule::new(
+            self.config.schedule.parse()?,
+            self.config.timesteps,
+            self.vs.device(),
+        )?)
+    }
+}
+
 /// Loads just the model (EMA by default) from a checkpoint, for sampling.
 pub fn load_model(path: &Path, weights: Weights, device: Device) -> Result<LoadedModel> {
     let ck = checkpoint::load(path, device)?;
