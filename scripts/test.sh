@@ -24,6 +24,9 @@ bash scripts/check-examples.sh
 step "classroom kit: assignments build, score 0, full marks with solutions, a wrong answer loses only its task"
 bash scripts/check-classroom.sh
 
+step "book sources: no hand-copied Rust, anchors pair up, files and images exist"
+python3 scripts/check-book.py
+
 step "mdbook test"
 bash scripts/book-test.sh
 
