@@ -41,7 +41,8 @@ fn main() {
         };
         let k = cfg.model.num_classes().unwrap_or(1);
         let y = Tensor::arange(a.n, (Kind::Int64, device)).remainder(k);
-        let x = Tensor::randn([a.n, 1, 28, 28], (Kind::Float, device));
+        let [c, h, w] = cfg.image_shape();
+        let x = Tensor::randn([a.n, c, h, w], (Kind::Float, device));
         let guided = Guided::new(&*m.model, 3.0, false)?;
         let two = TwoPass(Guided::new(&*m.model, 3.0, false)?);
         let variants: [(&str, &dyn NoisePredictor); 3] = [

@@ -86,13 +86,9 @@ fn main() {
         };
         let y = classifier_free::labels(&Classes::PerClass(a.per_class), k, device)?;
         let n = y.size()[0];
-        let (c, side) = if cfg.model.in_channels() == 3 {
-            (3, 32)
-        } else {
-            (1, 28)
-        };
+        let [c, h, w] = cfg.image_shape();
         tch::manual_seed(a.seed);
-        let x_big_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
+        let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         std::fs::create_dir_all(&a.out)?;
 
         let (mut cells, mut rows, mut curve) = (Vec::new(), Vec::new(), Vec::new());

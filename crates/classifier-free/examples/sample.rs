@@ -113,11 +113,7 @@ fn main() {
         let cfg = &loaded.config;
         let schedule = loaded.schedule()?;
         let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
-        let (c, side) = if cfg.model.in_channels() == 3 {
-            (3, 32)
-        } else {
-            (1, 28)
-        };
+        let [c, h, w] = cfg.image_shape();
         let request = match (&args.class[..], args.per_class) {
             ([], None) => None,
             ([], Some(k)) if k < 1 => bail!("--per-class {k}: must be at least 1"),
@@ -156,7 +152,7 @@ fn main() {
         };
 
         tch::manual_seed(args.seed);
-        let x_big_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
+        let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         let bar = ProgressBar::new(grid.len() as u64);
         bar.set_style(ProgressStyle::with_template(
             "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",

@@ -76,7 +76,8 @@ fn main() {
             )?)
         };
         tch::manual_seed(a.seed);
-        let x_big_t = Tensor::randn([a.n, 1, 28, 28], (Kind::Float, device));
+        let [c, h, w] = cfg.image_shape();
+        let x_big_t = Tensor::randn([a.n, c, h, w], (Kind::Float, device));
 
         // 1. Cost per image, all samplers on the same noise, in one run.
         println!("cost per image ({} images per run, {:?}):", a.n, device);

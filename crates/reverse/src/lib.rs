@@ -306,12 +306,3 @@ pub fn slerp(a: &Tensor, b: &Tensor, w: f64) -> Tensor {
     let out = (&theta * (1.0 - w)).sin() / &sin * fa + (&theta * w).sin() / &sin * fb;
     out.reshape(a.size().as_slice())
 }
-
-/// Fraction of pixels outside [−1, 1] (a quick health check of samples).
-pub fn out_of_range(x: &Tensor) -> f64 {
-    x.abs()
-        .gt(1.0)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[])
-}

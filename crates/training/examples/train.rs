@@ -287,11 +287,7 @@ fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
 fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
     let cfg = &trainer.config;
     let device = trainer.vs.device();
-    let (c, side) = if cfg.model.in_channels() == 3 {
-        (3, 32)
-    } else {
-        (1, 28)
-    };
+    let [c, h, w] = cfg.image_shape();
     let (y, cols) = match cfg.model.num_classes() {
         Some(k) => (
             Some(Tensor::arange(n, (Kind::Int64, device)).remainder(k)),
@@ -300,7 +296,7 @@ fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
         None => (None, 10),
     };
     tch::manual_seed(cfg.seed as i64);
-    let x_t = Tensor::randn([n, c, side, side], (Kind::Float, device));
+    let x_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
     let bar = ProgressBar::new(cfg.timesteps as u64);
     bar.set_style(ProgressStyle::with_template(
         "sampling {bar:30} {pos}/{len} DDPM steps | ETA {eta}",

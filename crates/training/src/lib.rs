@@ -125,6 +125,16 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// (C, H, W) of the images this model generates: 3×32×32 for colour
+    /// (CIFAR-10), 1×28×28 otherwise (MNIST, Fashion-MNIST, synthetic shapes).
+    pub fn image_shape(&self) -> [i64; 3] {
+        if self.model.in_channels() == 3 {
+            [3, 32, 32]
+        } else {
+            [1, 28, 28]
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if !(0.0..=1.0).contains(&self.p_uncond) {

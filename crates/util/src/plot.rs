@@ -28,6 +28,25 @@ fn register_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// Draws on a white canvas of `size` and writes it to `path` as a PNG (via a
+/// temporary file, so a failed drawing leaves no partial image).
+fn draw_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    register_font()?;
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// One named curve of (x, y) points.
 pub struct Series {
     pub name: String,
@@ -49,11 +68,7 @@ pub fn line_panels(
     panels: &[(&str, &str, &str, Vec<Series>)], // (title, x label, y label, curves)
     size: (u32, u32),
 ) -> Result<()> {
-    register_font()?;
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    draw_png(path, size, |root| {
         let areas = root.split_evenly((1, panels.len()));
         for (area, (title, xl, yl, series)) in areas.iter().zip(panels) {
             let pts = series.iter().flat_map(|s| s.points.iter());
@@ -98,10 +113,8 @@ pub fn line_panels(
                 .draw()
                 .map_err(|e| anyhow!("{e}"))?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A heat map of a matrix (rows × cols, row-major) with a blue–white–red
@@ -121,12 +134,8 @@ pub fn heatmap(
             values.len()
         ));
     }
-    register_font()?;
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
+    draw_png(path, size, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
@@ -161,8 +170,6 @@ pub fn heatmap(
                     }),
             )
             .map_err(|e| anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+        Ok(())
+    })
 }
