@@ -2,7 +2,8 @@
 # End-to-end checks of the examples on a tiny model trained on synthetic shapes:
 #   - train, then --resume to a later step;
 #   - every sampler, twice with the same --seed: byte-identical PNG, tensors and trace;
-#   - bad CLI values give one clear line.
+#   - bad CLI values give one clear line;
+#   - the shipped model, the evaluator, the sweep and the bug museum, on real Fashion-MNIST.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -56,3 +57,43 @@ expect_error "No such file" "$BIN/sample" --checkpoint "$tmp/missing.safetensors
 expect_error "is negative" "$BIN/sample" --checkpoint "$ck" --guidance -1
 expect_error "class 12 is out of range" "$BIN/sample" --checkpoint "$ck" --class 1,12
 echo "ok: bad CLI values give one clear line"
+
+# --- the shipped model and the evaluator (real Fashion-MNIST) ---------------
+cargo build --quiet -p evaluate --example evaluate --example measure_sweep --example bug_museum
+"$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 10 --guidance 3 --per-class 20 --seed 0 \
+  --no-grid --save-tensors "$tmp/p.safetensors" > /dev/null
+"$BIN/evaluate" --samples "$tmp/p.safetensors" --markdown "$tmp/p.md" > "$tmp/eval.log" 2>&1
+for want in "real train images (floor)" "clipped Gaussian noise (ceiling)" "DDIM-10 w=3"; do
+  grep -q "$want" "$tmp/eval.log" || { cat "$tmp/eval.log"; echo "error: evaluate printed no '$want' row" >&2; exit 1; }
+done
+grep -q "^| DDIM-10 w=3" "$tmp/p.md" || { echo "error: evaluate --markdown wrote no table" >&2; exit 1; }
+echo "ok: sample --pretrained fashion-cfg, then evaluate: reference rows and the samples' row"
+
+py="$(venv_python)"
+"$py" - "$tmp" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import save_file
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+lab = (np.arange(200) % 10).astype(np.int64)
+save_file({"images": rng.random((200, 1, 28, 28), dtype=np.float32) * 255, "labels": lab}, f"{d}/bytes.safetensors")
+save_file({"images": rng.random((200, 1, 28, 28), dtype=np.float32) * 2 - 1, "labels": lab[:199]}, f"{d}/count.safetensors")
+save_file({"images": rng.random((200, 3, 32, 32), dtype=np.float32) * 2 - 1, "labels": lab}, f"{d}/shape.safetensors")
+save_file({"images": rng.random((100, 1, 28, 28), dtype=np.float32) * 2 - 1, "labels": lab[:100]}, f"{d}/few.safetensors")
+PY
+expect_error "expected \[−1, 1\]" "$BIN/evaluate" --samples "$tmp/bytes.safetensors"
+expect_error "labels have shape \[199\]" "$BIN/evaluate" --samples "$tmp/count.safetensors"
+expect_error "the classifier needs \[N, 1, 28, 28\]" "$BIN/evaluate" --samples "$tmp/shape.safetensors"
+expect_error "no 'images' tensor" "$BIN/evaluate" --samples "$ck"
+expect_error "no pretrained diffusion model 'nope'" "$BIN/sample" --pretrained nope
+"$BIN/evaluate" --no-reference --samples "$tmp/few.safetensors" > /dev/null 2> "$tmp/few.log"
+grep -q "Fréchet distance is unreliable" "$tmp/few.log" || { cat "$tmp/few.log"; echo "error: no warning for 100 samples < 128 features" >&2; exit 1; }
+echo "ok: evaluate refuses bad sample files with one line, and warns below 128 samples"
+
+"$BIN/measure_sweep" --guidance 1 --steps 5 --n 20 --out "$tmp/sweep" > /dev/null
+[ -s "$tmp/sweep/guidance.png" ] && [ -s "$tmp/sweep/steps.md" ] || { echo "error: measure_sweep wrote no figure/table" >&2; exit 1; }
+"$BIN/bug_museum" --only w_convention,ddim_sigma --n 20 --out "$tmp/museum" > "$tmp/museum.log"
+grep -q "w_convention: accuracy" "$tmp/museum.log" && [ -s "$tmp/museum/bug-ddim_sigma.png" ] \
+  || { cat "$tmp/museum.log"; echo "error: bug_museum did not report its exhibits" >&2; exit 1; }
+expect_error "unknown exhibit 'typo'" "$BIN/bug_museum" --only typo --out "$tmp/museum"
+echo "ok: measure_sweep and bug_museum (tiny settings)"

@@ -15,3 +15,9 @@ torch_lib() {
   [ -n "$t" ] && [ -f "$t/lib/libtorch_cpu.so" ] || { echo "error: .libtorch is missing: run scripts/setup.sh" >&2; return 1; }
   printf '%s/lib\n' "$t"
 }
+
+# The python of the venv that .libtorch points into (numpy, safetensors, scipy).
+venv_python() {
+  local t; t="$(torch_lib)" || return 1
+  printf '%s\n' "${t%/lib/python*/site-packages/torch/lib}/bin/python"
+}

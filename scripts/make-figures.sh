@@ -2,8 +2,10 @@
 # Regenerates every figure and console output that the book includes
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
-#   scripts/make-figures.sh            # everything (~15 min on 2 cores: it trains a model)
-#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling guidance one_page classroom
+#   scripts/make-figures.sh            # everything (~45 min on 2 cores: it trains small models)
+#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling
+#                                      # guidance one_page classroom intro measuring bugs
+# The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -58,8 +60,35 @@ part_classroom() {
   GRADE_EXAMPLE_OUT="$GEN/grade_example.txt" bash scripts/check-classroom.sh
 }
 
+part_intro() { # pictures from the shipped model
+  mkdir -p "$FIG/intro"
+  run sample -- --pretrained fashion-cfg --sampler ddim --steps 50 --guidance 3 --per-class 8 --seed 0 \
+    --out "$FIG/intro/samples.png" | strip > "$GEN/intro_sample.txt"
+  run sample -- --pretrained fashion-cfg --sampler ddpm --guidance 3 --per-class 1 --seed 1 \
+    --out "$FIG/intro/ddpm.png" --gif "$FIG/intro/denoise.gif" --trajectory "$FIG/intro/trajectory.png" \
+    | strip >> "$GEN/intro_sample.txt"
+}
+
+part_measuring() { # the reference rows, the guidance curve and the DDIM step table of the shipped model
+  mkdir -p "$FIG/measuring" "$ROOT/target/measuring"
+  run sample -- --pretrained fashion-cfg --sampler ddim --steps 50 --guidance 3 --per-class 100 --seed 0 \
+    --no-grid --save-tensors "$ROOT/target/measuring/ddim50-w3.safetensors" | strip > "$GEN/evaluate.txt"
+  run evaluate -- --samples "$ROOT/target/measuring/ddim50-w3.safetensors" | strip >> "$GEN/evaluate.txt"
+  run measure_sweep -- --out "$ROOT/target/measuring" | strip > "$GEN/measure_sweep.txt"
+  cp "$ROOT/target/measuring/guidance.png" "$FIG/measuring/"
+  cp "$ROOT/target/measuring/guidance.md" "$GEN/measuring_guidance.md"
+  cp "$ROOT/target/measuring/steps.md" "$GEN/measuring_steps.md"
+}
+
+part_bugs() { # the bug museum: trains four small models, then eight side-by-side comparisons
+  mkdir -p "$FIG/bugs"
+  run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
+  cp "$ROOT"/target/bug-museum/bug-*.png "$FIG/bugs/"
+  cp "$ROOT/target/bug-museum/table.md" "$GEN/bug_museum.md"
+}
+
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench sampling guidance one_page classroom)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench sampling guidance one_page classroom intro measuring bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

@@ -2,10 +2,11 @@
 # One-time (and idempotent) setup for Diffusion, Executed.
 #
 #   - a Python virtual environment with torch==2.11.0 from PyPI (libtorch for tch 0.24.0),
-#     plus numpy and safetensors for the PyTorch parity scripts;
+#     plus numpy, safetensors and scipy for the parity scripts;
 #   - the symlink .libtorch -> <venv>/.../site-packages/torch that .cargo/config.toml uses;
-#   - mdBook 0.5.4 and the mdbook-katex 0.10.0 preprocessor (cargo install --locked);
-#   - Fashion-MNIST from Debian's dataset-fashion-mnist (when root on Debian).
+#   - mdBook 0.5.3 and the mdbook-katex 0.10.0 preprocessor (cargo install --locked);
+#   - Fashion-MNIST from Debian's dataset-fashion-mnist (when root on Debian);
+#   - Chromium from Debian's chromium package (when root on Debian), for scripts/check-rendered.sh.
 #
 # Environment:
 #   DIFFUSION_VENV   where the venv lives (default: <repo>/.venv). CI points it at a cache.
@@ -52,9 +53,9 @@ if [ "$have_torch" != "$TORCH_VERSION" ]; then
   "$VPY" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
     || die "pip could not install torch==$TORCH_VERSION into $VENV: check that PyPI is reachable"
 fi
-"$VPY" -c 'import numpy, safetensors' 2>/dev/null \
-  || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors \
-  || die "pip could not install numpy and safetensors into $VENV"
+"$VPY" -c 'import numpy, safetensors, scipy' 2>/dev/null \
+  || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors scipy \
+  || die "pip could not install numpy, safetensors and scipy into $VENV"
 
 TORCH_DIR="$("$VPY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib has no libtorch_cpu.so: the torch wheel looks broken; delete $VENV and re-run"
@@ -83,6 +84,18 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ "$(id -u)" = 0 
   say "apt-get install fonts-dejavu-core (text in the charts)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; } \
     || say "warning: could not install fonts-dejavu-core; charts will report the missing font"
+fi
+
+# --- Chromium (scripts/check-rendered.sh loads the built book in it) ---------
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "apt-get install chromium (headless browser for scripts/check-rendered.sh)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || say "warning: could not install chromium; scripts/check-rendered.sh will say how to get it"
+  else
+    say "Chromium is not installed (scripts/check-rendered.sh needs it). Get it with:"
+    say "    sudo apt-get install chromium"
+  fi
 fi
 
 # --- Fashion-MNIST ----------------------------------------------------------

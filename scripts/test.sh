@@ -27,6 +27,9 @@ bash scripts/check-classroom.sh
 step "book sources: no hand-copied Rust, anchors pair up, files and images exist"
 python3 scripts/check-book.py
 
+step "math ↔ code map: every function and test it names exists"
+python3 scripts/check-math-map.py
+
 step "mdbook test"
 bash scripts/book-test.sh
 
@@ -36,5 +39,8 @@ bash scripts/check-book-test-fails.sh
 step "mdbook build"
 mdbook build
 [ -f "$ROOT/target/book/index.html" ] || { echo "error: mdbook build produced no index.html" >&2; exit 1; }
+
+step "the rendered book in headless Chromium: no console errors, math rendered, images loaded, links resolve, search works"
+bash scripts/check-rendered.sh --book "$ROOT/target/book"
 
 step "all checks passed"

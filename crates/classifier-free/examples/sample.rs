@@ -1,7 +1,8 @@
 //! Sample from a trained checkpoint with DDPM or DDIM, optionally with
 //! classifier-free guidance.
 //!
-//! cargo run --release --example sample -- --checkpoint out/train/ckpt-00001000.safetensors \
+//! cargo run --release --example sample -- --pretrained fashion-cfg \
+//!     [--checkpoint out/train/ckpt-00001000.safetensors instead of --pretrained]
 //!     --sampler ddim --steps 50 --eta 0 --n 20 --seed 0 --out out/samples.png \
 //!     [--guidance 3 --per-class 4 | --class 7] [--save-tensors samples.safetensors]
 //!     [--trace trace.safetensors] [--gif denoise.gif] [--trajectory traj.png]
@@ -18,8 +19,12 @@ use training::Weights;
 #[derive(Parser)]
 #[command(about = "Draw samples from a checkpoint with DDPM or DDIM")]
 struct Args {
+    /// A checkpoint written by `train`.
+    #[arg(long, required_unless_present = "pretrained", conflicts_with = "pretrained")]
+    checkpoint: Option<PathBuf>,
+    /// A model that ships with the book (fashion-cfg).
     #[arg(long)]
-    checkpoint: PathBuf,
+    pretrained: Option<String>,
     /// ddpm or ddim.
     #[arg(long, default_value = "ddim")]
     sampler: String,
@@ -61,6 +66,12 @@ struct Args {
     /// The image grid (PNG).
     #[arg(long, default_value = "out/samples.png")]
     out: PathBuf,
+    /// Do not write the image grid (for large --n).
+    #[arg(long)]
+    no_grid: bool,
+    /// Sample at most this many images at a time (x_T is drawn for all of them first).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
+    batch_size: i64,
     /// Also write `images` (N,C,H,W f32 in [−1,1]) and `labels` (N, i64; −1 = none).
     #[arg(long)]
     save_tensors: Option<PathBuf>,
@@ -109,7 +120,19 @@ fn main() {
         } else {
             Weights::Ema
         };
-        let loaded = training::load_model(&args.checkpoint, weights, device)?;
+        let (loaded, source) = match (&args.pretrained, &args.checkpoint) {
+            (Some(name), _) => {
+                if args.raw_weights {
+                    bail!("--raw-weights: pretrained models ship only their EMA weights");
+                }
+                (evaluate::pretrained::model(name, device)?, format!("pretrained:{name}"))
+            }
+            (None, Some(path)) => (
+                training::load_model(path, weights, device)?,
+                path.display().to_string(),
+            ),
+            (None, None) => bail!("pass --pretrained NAME or --checkpoint FILE"),
+        };
         let cfg = &loaded.config;
         let schedule = loaded.schedule()?;
         let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
@@ -153,32 +176,46 @@ fn main() {
 
         tch::manual_seed(args.seed);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
-        let bar = ProgressBar::new(grid.len() as u64);
+        let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
+        if want_trace && n > args.batch_size {
+            bail!("--trace/--gif/--trajectory keep every step in memory: use --n ≤ --batch-size ({})", args.batch_size);
+        }
+        let chunks = x_big_t.split(args.batch_size, 0);
+        let bar = ProgressBar::new(grid.len() as u64 * chunks.len() as u64);
         bar.set_style(ProgressStyle::with_template(
             "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",
         )?);
         bar.set_message(format!("{} ", args.sampler));
-        let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
         let mut records: Vec<StepRecord> = Vec::new();
-        let x0 = reverse::sample(
-            model,
-            &schedule,
-            cfg.prediction,
-            &sampler,
-            &x_big_t,
-            labels.as_ref(),
-            want_trace.then_some(&mut records),
-            |_| bar.inc(1),
-        )?;
+        let mut parts = Vec::new();
+        for (i, x) in chunks.iter().enumerate() {
+            let y = labels
+                .as_ref()
+                .map(|l| l.narrow(0, i as i64 * args.batch_size, x.size()[0]));
+            parts.push(reverse::sample(
+                model,
+                &schedule,
+                cfg.prediction,
+                &sampler,
+                x,
+                y.as_ref(),
+                want_trace.then_some(&mut records),
+                |_| bar.inc(1),
+            )?);
+        }
+        let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();
 
-        util::save_grid(&x0, cols, 3, &args.out)?;
-        println!(
-            "wrote {} ({n} samples, {sampler:?}, guidance w = {}, step {} {weights:?} weights)",
-            args.out.display(),
-            args.guidance,
-            loaded.step,
+        let what = format!(
+            "{n} samples, {sampler:?}, guidance w = {}, step {} {weights:?} weights of {source}",
+            args.guidance, loaded.step,
         );
+        if args.no_grid {
+            println!("sampled {what}");
+        } else {
+            util::save_grid(&x0, cols, 3, &args.out)?;
+            println!("wrote {} ({what})", args.out.display());
+        }
         if let Some(path) = &args.save_tensors {
             let y = labels.unwrap_or_else(|| Tensor::full([n], -1, (Kind::Int64, device)));
             let tensors = [
@@ -186,8 +223,9 @@ fn main() {
                 ("labels".to_string(), y),
             ];
             let mut meta = std::collections::BTreeMap::new();
-            meta.insert("checkpoint".into(), args.checkpoint.display().to_string());
+            meta.insert("checkpoint".into(), source.clone());
             meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
+            meta.insert("steps".into(), grid.len().to_string());
             meta.insert("seed".into(), args.seed.to_string());
             meta.insert("guidance".into(), args.guidance.to_string());
             training::checkpoint::save(path, &tensors, &meta)?;

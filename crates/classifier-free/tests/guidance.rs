@@ -43,6 +43,7 @@ fn seed_unet(vs: &nn::VarStore) -> SeedUNet {
             in_channels: 1,
             channels: 32,
             num_classes: Some(10),
+            full_res_skip: false,
         },
     )
     .unwrap()
@@ -247,6 +248,7 @@ fn bad_guidance_is_refused() {
             in_channels: 1,
             channels: 32,
             num_classes: None,
+            full_res_skip: false,
         },
     )
     .unwrap();

@@ -42,7 +42,9 @@ impl<'a> Batches<'a> {
         let perm = match &self.cached {
             Some((e, p)) if *e == epoch => p.shallow_clone(),
             _ => {
-                let p = permutation(self.data.len(), self.seed, epoch as u64);
+                // the index must live where the data does (CPU or GPU)
+                let p = permutation(self.data.len(), self.seed, epoch as u64)
+                    .to_device(self.data.images.device());
                 self.cached = Some((epoch, p.shallow_clone()));
                 p
             }
@@ -59,7 +61,7 @@ impl<'a> Batches<'a> {
 
 /// A permutation of 0..n drawn from (seed, epoch) with a Fisher–Yates shuffle
 /// over SplitMix64, independent of libtorch's global generator.
-fn permutation(n: i64, seed: u64, epoch: u64) -> Tensor {
+pub fn permutation(n: i64, seed: u64, epoch: u64) -> Tensor {
     let mut state =
         seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(0xD1B5_4A32_D192_ED03);
     let mut next = move || {

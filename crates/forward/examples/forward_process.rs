@@ -117,10 +117,12 @@ fn main() {
             });
             for (t, &a) in ab.iter().enumerate() {
                 if t % 10 == 0 || t == steps - 1 {
-                    if csv_rows.len() <= t / 10 {
+                    // one row per t = 0, 10, 20, … plus the last step
+                    let r = if t % 10 == 0 { t / 10 } else { (steps - 1) / 10 + 1 };
+                    if csv_rows.len() <= r {
                         csv_rows.push(vec![t as f64]);
                     }
-                    let row = csv_rows.last_mut().unwrap();
+                    let row = &mut csv_rows[r];
                     row.extend([s.betas_host[t], a, (a / (1.0 - a)).ln()]);
                 }
             }

@@ -54,6 +54,7 @@ fn main() {
                             in_channels: ch,
                             channels: c,
                             num_classes: Some(10),
+                            full_res_skip: false,
                         },
                     )?;
                     Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), tr))

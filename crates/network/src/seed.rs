@@ -17,6 +17,7 @@
 //! | `up2_norm.weight`, `.bias`     | (C), (C)               | GroupNorm(32, C)              |
 //! | `up1.weight`, `up1.bias`       | (C, C, 3, 3), (C)      | conv after upsampling to H    |
 //! | `up1_norm.weight`, `.bias`     | (C), (C)               | GroupNorm(32, C)              |
+//! | `skip.weight`, `skip.bias`     | (C, in, 3, 3), (C)     | only with `full_res_skip`     |
 //! | `out.weight`, `out.bias`       | (in, C, 3, 3), (in)    | back to image channels        |
 use crate::{
     check_inputs, labels_or_null, timestep_embedding, NetworkError, NoisePredictor, Result, Trace,
@@ -32,6 +33,12 @@ pub struct SeedUNetConfig {
     pub channels: i64,
     /// Number of classes K for conditioning, or None for an unconditional model.
     pub num_classes: Option<i64>,
+    /// Add a 3×3 convolution of x_t at full resolution to the decoder's last
+    /// features. The seed has no such path: its H×W output is upsampled from
+    /// H/2 features, so it cannot follow the per-pixel noise (see "Measuring
+    /// samples"). Off by default, which is the seed's layout.
+    #[serde(default)]
+    pub full_res_skip: bool,
 }
 
 impl Default for SeedUNetConfig {
@@ -40,6 +47,7 @@ impl Default for SeedUNetConfig {
             in_channels: 1,
             channels: 64,
             num_classes: Some(10),
+            full_res_skip: false,
         }
     }
 }
@@ -90,6 +98,7 @@ pub struct SeedUNet {
     mid: ConvNorm,
     up2: ConvNorm,
     up1: ConvNorm,
+    skip: Option<nn::Conv2D>,
     out: nn::Conv2D,
 }
 
@@ -99,6 +108,7 @@ impl SeedUNet {
             in_channels: cin,
             channels: c,
             num_classes,
+            full_res_skip,
         } = config;
         if c <= 0 || c % 32 != 0 || c % 2 != 0 {
             return Err(NetworkError::Config(format!(
@@ -125,6 +135,13 @@ impl SeedUNet {
             mid: ConvNorm::new(vs, "mid", "mid_norm", 2 * c, 2 * c, 1),
             up2: ConvNorm::new(vs, "up2", "up2_norm", 2 * c, c, 1),
             up1: ConvNorm::new(vs, "up1", "up1_norm", c, c, 1),
+            skip: full_res_skip.then(|| {
+                let cfg = nn::ConvConfig {
+                    padding: 1,
+                    ..Default::default()
+                };
+                nn::conv2d(vs / "skip", cin, c, 3, cfg)
+            }),
             out: nn::conv2d(
                 vs / "out",
                 c,
@@ -169,7 +186,13 @@ impl SeedUNet {
         let h = &h + self.mid.forward(&h, tr);
         // Decoder: nearest-neighbour upsampling, conv, and an additive skip from the encoder.
         let h = self.up2.forward(&upsample(&h), tr) + d1; // (N, C, H/2, W/2)
-        let h = self.up1.forward(&upsample(&h), tr); //       (N, C, H, W)
+        let mut h = self.up1.forward(&upsample(&h), tr); //   (N, C, H, W)
+        if let Some(skip) = &self.skip {
+            // Full-resolution path from x_t itself (off in the seed layout).
+            let s = skip.forward(x);
+            tr.conv("skip", skip, &[], &s);
+            h = h + s;
+        }
         let out = self.out.forward(&h);
         tr.conv("out", &self.out, &[], &out);
         Ok(out)

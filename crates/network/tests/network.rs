@@ -28,6 +28,7 @@ fn models(in_ch: i64) -> Vec<(&'static str, nn::VarStore, Box<dyn NoisePredictor
             in_channels: in_ch,
             channels: 32,
             num_classes: Some(10),
+            full_res_skip: false,
         },
     )
     .unwrap();
@@ -260,6 +261,7 @@ fn trace_counts_parameters_and_macs_exactly() {
             in_channels: 1,
             channels: c,
             num_classes: Some(k),
+            full_res_skip: false,
         },
     )
     .unwrap();
@@ -294,3 +296,25 @@ fn trace_counts_parameters_and_macs_exactly() {
         .iter()
         .any(|l| l.name == "mid.attn" && l.shape == [1, 64, 7, 7]));
 }
+
+#[test]
+fn full_res_skip_adds_one_input_conv_and_old_configs_load_without_it() {
+    let count = |cfg: SeedUNetConfig| {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = SeedUNet::new(&vs.root(), cfg).unwrap();
+        let vars = vs.variables();
+        let total: i64 = vars.values().map(|t| t.numel() as i64).sum();
+        (total, vars.get("skip.weight").map(|t| t.size()))
+    };
+    let seed = SeedUNetConfig::default();
+    let (plain, none) = count(seed);
+    let (with, skip) = count(SeedUNetConfig { full_res_skip: true, ..seed });
+    assert_eq!(none, None);
+    assert_eq!(skip, Some(vec![64, 1, 3, 3]));
+    assert_eq!(with - plain, 64 * 9 + 64, "one 3×3 conv from 1 to C = 64 channels");
+    // Checkpoints written before the option existed have no such field.
+    let old: SeedUNetConfig =
+        serde_json::from_str(r#"{"in_channels":1,"channels":64,"num_classes":10}"#).unwrap();
+    assert_eq!(old, seed);
+}
+

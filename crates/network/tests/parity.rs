@@ -7,29 +7,10 @@ use tch::{nn, Device, Kind, Tensor};
 
 const TOL: f64 = 1e-5;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use util::repo_root;
 
-/// The venv's python: LIBTORCH (from .cargo/config.toml or CI) is
-/// <venv>/lib/pythonX.Y/site-packages/torch.
 fn venv_python() -> PathBuf {
-    let torch = std::env::var("LIBTORCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join(".libtorch"));
-    let torch = torch
-        .canonicalize()
-        .expect("LIBTORCH must point at the venv's torch: run scripts/setup.sh");
-    let python = torch.ancestors().nth(4).unwrap().join("bin/python");
-    assert!(
-        python.exists(),
-        "no python at {}: run scripts/setup.sh",
-        python.display()
-    );
-    python
+    util::venv_python().unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -46,6 +27,7 @@ fn seed_unet_matches_pytorch_both_ways() {
         in_channels: 1,
         channels: 32,
         num_classes: Some(10),
+        full_res_skip: false,
     };
 
     // Rust → PyTorch: random init with a fixed seed, saved as safetensors.

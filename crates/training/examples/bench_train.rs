@@ -32,6 +32,7 @@ fn main() {
                 in_channels: 1,
                 channels: a.channels,
                 num_classes: Some(10),
+                full_res_skip: false,
             }),
             schedule: "linear".into(),
             timesteps: 1000,

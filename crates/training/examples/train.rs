@@ -31,6 +31,10 @@ struct Args {
     /// Base width C of the model.
     #[arg(long, default_value_t = 64)]
     channels: i64,
+    /// SeedUNet only: add a full-resolution path from x_t to the output
+    /// (the seed layout has none; the shipped model uses it).
+    #[arg(long)]
+    full_res_skip: bool,
     /// Total training steps (a resumed run continues up to this number).
     #[arg(long, default_value_t = 1500)]
     steps: i64,
@@ -105,7 +109,9 @@ impl Args {
                 in_channels: channels,
                 channels: self.channels,
                 num_classes: classes,
+                full_res_skip: self.full_res_skip,
             }),
+            "unet" if self.full_res_skip => bail!("--full-res-skip is a SeedUNet option (the UNet has full-resolution blocks)"),
             "unet" => ModelConfig::Unet(UNetConfig {
                 in_channels: channels,
                 channels: self.channels,

@@ -46,6 +46,7 @@ fn seed_model() -> ModelConfig {
         in_channels: 1,
         channels: 32,
         num_classes: Some(4),
+        full_res_skip: false,
     })
 }
 
@@ -204,6 +205,7 @@ fn checkpoint_shape_mismatch_names_the_tensor_and_both_shapes() {
         in_channels: 1,
         channels: 64,
         num_classes: Some(4),
+        full_res_skip: false,
     }));
     Trainer::new(cfg.clone(), Device::Cpu)
         .unwrap()
@@ -279,6 +281,7 @@ fn bad_configs_are_rejected() {
         num_classes: None,
         channels: 32,
         in_channels: 1,
+        full_res_skip: false,
     }));
     c.p_uncond = 0.1;
     assert!(Trainer::new(c, Device::Cpu).is_err());

@@ -1,0 +1,306 @@
+//! The bug museum: seven real diffusion pitfalls, each switched on against the
+//! correct code with the same noise and labels, and measured.
+//!
+//! cargo run --release --example bug_museum -- --out out/bug-museum
+//!
+//! Sampling bugs use the shipped model; training bugs train four small models
+//! (correct, no label dropout, data in [0, 1], the seed layout without a
+//! full-resolution path) for --train-steps each, cached in --out/models. Writes one grid per exhibit (top row correct, bottom row
+//! buggy, one column per class) and table.md with the measured effects.
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use classifier_free::Guided;
+use evaluate::{Evaluator, Metrics};
+use forward::Schedule;
+use indicatif::{ProgressBar, ProgressStyle};
+use network::NoisePredictor;
+use reverse::{GridStep, Sampler, Spacing, TimestepGrid, Variance};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+use network::{ModelConfig, SeedUNetConfig};
+use training::{Prediction, TrainConfig, Trainer, Weights};
+
+#[derive(Parser)]
+#[command(about = "Eight diffusion bugs, each measured against the correct code")]
+struct Args {
+    #[arg(long, default_value = "out/bug-museum")]
+    out: PathBuf,
+    /// Samples per side for the DDIM exhibits.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(20..))]
+    n: i64,
+    /// Samples per side for the DDPM exhibit (1000 network calls each).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(i64).range(20..))]
+    n_ddpm: i64,
+    /// Training steps of each of the four small models.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(i64).range(1..))]
+    train_steps: i64,
+    /// Run only these exhibits (comma-separated keys; default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    #[arg(long, default_value = data::FASHION_MNIST_DIR)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+}
+
+const KEYS: [&str; 8] = [
+    "ddim_grid",
+    "ddim_sigma",
+    "no_dropout",
+    "w_convention",
+    "ddpm_clip",
+    "data_range",
+    "no_ema",
+    "no_full_res",
+];
+
+/// One exhibit: the same noise and labels through the correct and the buggy code.
+struct Exhibit {
+    key: &'static str,
+    title: &'static str,
+    correct: Tensor,
+    buggy: Tensor,
+}
+
+fn main() {
+    util::run(|| {
+        let args = Args::parse();
+        if let Some(k) = args.only.iter().find(|k| !KEYS.contains(&k.as_str())) {
+            bail!("unknown exhibit '{k}': choose from {}", KEYS.join(", "));
+        }
+        let wanted = |k: &str| args.only.is_empty() || args.only.iter().any(|o| o == k);
+        let device = Device::Cpu; // the book's numbers are CPU numbers
+        std::fs::create_dir_all(args.out.join("models"))
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
+        let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
+        let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
+        let shipped = evaluate::pretrained::fashion_cfg(device)?;
+        let s = shipped.schedule()?;
+        let kind = shipped.config.prediction;
+        let m: &dyn NoisePredictor = &*shipped.model;
+
+        let mut exhibits = Vec::new();
+        let ddim = |steps, eta| Sampler::Ddim { steps, eta, spacing: Spacing::Trailing, clip: true };
+
+        if wanted("ddim_grid") {
+            // Correct: 20 trailing steps from t = T−1, the last one landing on ᾱ = 1.
+            // Bug: "leading" steps 950, 900, …, 0 and a last step to ᾱ_0 instead of 1.
+            let (x, y) = noise(args.n, args.seed);
+            let correct = reverse::sample(m, &s, kind, &ddim(20, 0.0), &x, Some(&y), None, |_| {})?;
+            let ts: Vec<i64> = (0..20).rev().map(|i| i * 50).collect();
+            let bad = TimestepGrid::unchecked(&ts, s.steps, Some(0));
+            let buggy = reverse::sample_on_grid(m, &s, kind, &bad, 0.0, true, &x, Some(&y))?;
+            exhibits.push(Exhibit { key: "ddim_grid", title: "DDIM grid from 950 ending on ᾱ₀ (DDIM-20)", correct, buggy });
+        }
+        if wanted("ddim_sigma") {
+            let (x, y) = noise(args.n, args.seed);
+            let grid = ddim(50, 1.0).grid(s.steps)?;
+            tch::manual_seed(args.seed + 1);
+            let correct = ddim_with(m, &s, kind, &grid, 1.0, &x, &y, reverse::ddim_step)?;
+            tch::manual_seed(args.seed + 1);
+            let buggy = ddim_with(m, &s, kind, &grid, 1.0, &x, &y, ddim_step_without_sigma)?;
+            // The museum's loop must be the library's sampler exactly.
+            tch::manual_seed(args.seed + 1);
+            let library = reverse::sample(m, &s, kind, &ddim(50, 1.0), &x, Some(&y), None, |_| {})?;
+            if !library.equal(&correct) {
+                bail!("internal: the museum's DDIM loop differs from reverse::sample");
+            }
+            exhibits.push(Exhibit { key: "ddim_sigma", title: "DDIM η = 1 without σ² in the direction term (DDIM-50)", correct, buggy });
+        }
+        if wanted("w_convention") {
+            // Intended: no guidance. The paper writes ε̃ = (1 + w′) ε_c − w′ ε_u with
+            // w′ = 0 for that; plugging w′ = 0 into this book's ε_u + w (ε_c − ε_u) gives ε_u.
+            let (x, y) = noise(args.n, args.seed);
+            let correct = guided_sample(m, &s, kind, &ddim(50, 0.0), 1.0, &x, &y)?;
+            let buggy = guided_sample(m, &s, kind, &ddim(50, 0.0), 0.0, &x, &y)?;
+            exhibits.push(Exhibit { key: "w_convention", title: "paper's w′ = 0 passed as this book's w (DDIM-50)", correct, buggy });
+        }
+        if wanted("ddpm_clip") {
+            let (x, y) = noise(args.n_ddpm, args.seed);
+            let ddpm = |clip| Sampler::Ddpm { variance: Variance::FixedSmall, clip };
+            let bar = bar(2 * s.steps as u64, "DDPM, clipped and not")?;
+            tch::manual_seed(args.seed + 2);
+            let correct = reverse::sample(m, &s, kind, &ddpm(true), &x, Some(&y), None, |_| bar.inc(1))?;
+            tch::manual_seed(args.seed + 2);
+            let buggy = reverse::sample(m, &s, kind, &ddpm(false), &x, Some(&y), None, |_| bar.inc(1))?;
+            bar.finish_and_clear();
+            exhibits.push(Exhibit { key: "ddpm_clip", title: "DDPM without clipping x̂₀ (DDPM-1000)", correct, buggy });
+        }
+
+        let training_bugs = ["no_dropout", "data_range", "no_ema", "no_full_res"];
+        if training_bugs.iter().any(|k| wanted(k)) {
+            let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
+            let models = args.out.join("models");
+            let like = &shipped.config;
+            let steps = args.train_steps;
+            let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
+            let (x, y) = noise(args.n, args.seed);
+            let w3 = |model: &dyn NoisePredictor| guided_sample(model, &s, kind, &ddim(50, 0.0), 3.0, &x, &y);
+            let load = |path: &Path| training::load_model(path, Weights::Ema, device);
+            let correct = w3(&*load(&right)?.model)?;
+            let mut exhibit = |key: &'static str, title: &'static str, buggy: Tensor| {
+                exhibits.push(Exhibit { key, title, correct: correct.shallow_clone(), buggy });
+            };
+            if wanted("no_dropout") {
+                let config = TrainConfig { p_uncond: 0.0, ..like.clone() }; // BUG
+                let path = trained(&models, "no-dropout", config, false, &train, steps)?;
+                exhibit("no_dropout", "guided at w = 3 after training without label dropout", w3(&*load(&path)?.model)?);
+            }
+            if wanted("data_range") {
+                let path = trained(&models, "unit-range", like.clone(), true, &train, steps)?;
+                // Its samples live in [0, 1]: map them back to [−1, 1] to compare like with like.
+                let buggy = (w3(&*load(&path)?.model)? * 2.0 - 1.0).clamp(-1.0, 1.0);
+                exhibit("data_range", "trained on [0, 1] data (shown mapped back to [−1, 1])", buggy);
+            }
+            if wanted("no_ema") {
+                let raw = training::load_model(&right, Weights::Raw, device)?; // BUG
+                exhibit("no_ema", "sampling the raw weights instead of the EMA", w3(&*raw.model)?);
+            }
+            if wanted("no_full_res") {
+                let ModelConfig::Seed(seed) = like.model else {
+                    bail!("the shipped model is not a SeedUNet");
+                };
+                let model = ModelConfig::Seed(SeedUNetConfig { full_res_skip: false, ..seed }); // BUG
+                let config = TrainConfig { model, ..like.clone() };
+                let path = trained(&models, "seed-layout", config, false, &train, steps)?;
+                exhibit("no_full_res", "the seed layout: no full-resolution path to the output", w3(&*load(&path)?.model)?);
+            }
+        }
+
+        let mut table = String::from("| exhibit | accuracy: correct → bug | FD: correct → bug | n |\n|---|---:|---:|---:|\n");
+        for e in &mut exhibits {
+            // A broken sampler can end outside [−1, 1]; clamp as saving a PNG would.
+            e.correct = e.correct.clamp(-1.0, 1.0);
+            e.buggy = e.buggy.clamp(-1.0, 1.0);
+            let y = labels(e.correct.size()[0]);
+            let a = ev.evaluate(&e.correct, &y, args.seed)?;
+            let b = ev.evaluate(&e.buggy, &y, args.seed)?;
+            let _ = writeln!(
+                table,
+                "| {} (`{}`) | {:.3} → {:.3} | {:.1} → {:.1} | {} |",
+                e.title, e.key, acc(&a), acc(&b), a.frechet, b.frechet, a.n
+            );
+            let path = args.out.join(format!("bug-{}.png", e.key));
+            let tiles = Tensor::cat(&[e.correct.narrow(0, 0, 10), e.buggy.narrow(0, 0, 10)], 0);
+            util::save_grid(&tiles, 10, 3, &path)?;
+            println!("{}: accuracy {:.3} → {:.3}, FD {:.1} → {:.1}; wrote {}", e.key, acc(&a), acc(&b), a.frechet, b.frechet, path.display());
+        }
+        util::write_atomic(&args.out.join("table.md"), table.as_bytes())?;
+        print!("{table}");
+        Ok(())
+    })
+}
+
+fn acc(m: &Metrics) -> f64 {
+    m.accuracy.unwrap_or(f64::NAN)
+}
+
+/// Labels 0, 1, …, 9, 0, 1, … (so the first ten samples are one per class).
+fn labels(n: i64) -> Tensor {
+    Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(10)
+}
+
+/// The same x_T and labels for both sides of an exhibit.
+fn noise(n: i64, seed: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(seed);
+    (Tensor::randn([n, 1, 28, 28], (Kind::Float, Device::Cpu)), labels(n))
+}
+
+fn bar(len: u64, msg: &'static str) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} | ETA {eta}")?);
+    bar.set_message(msg);
+    Ok(bar)
+}
+
+fn guided_sample(
+    model: &dyn NoisePredictor,
+    s: &Schedule,
+    kind: Prediction,
+    sampler: &Sampler,
+    w: f64,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor> {
+    let guided = Guided::new(model, w, false)?;
+    Ok(reverse::sample(&guided, s, kind, sampler, x, Some(y), None, |_| {})?)
+}
+
+// ANCHOR: bug_ddim_sigma
+/// BUG: the noise σ z is added, but the direction term still has the full
+/// √(1 − ᾱ_prev): the step's variance exceeds 1 − ᾱ_prev by σ².
+fn ddim_step_without_sigma(
+    s: &Schedule,
+    step: GridStep,
+    eta: f64,
+    x0_hat: &Tensor,
+    eps_hat: &Tensor,
+    z: &Tensor,
+) -> Tensor {
+    let ab_t = s.alpha_bar_host[step.t as usize];
+    let ab_prev = step.prev.map_or(1.0, |p| s.alpha_bar_host[p as usize]);
+    let sigma = reverse::ddim_sigma(ab_t, ab_prev, eta);
+    x0_hat * ab_prev.sqrt() + eps_hat * (1.0 - ab_prev).sqrt() + z * sigma
+}
+// ANCHOR_END: bug_ddim_sigma
+
+type Step = fn(&Schedule, GridStep, f64, &Tensor, &Tensor, &Tensor) -> Tensor;
+
+/// DDIM with the update as a parameter (clipping x̂₀ as the library does), so
+/// that an exhibit can swap in a broken step.
+#[allow(clippy::too_many_arguments)]
+fn ddim_with(
+    model: &dyn NoisePredictor,
+    s: &Schedule,
+    kind: Prediction,
+    grid: &TimestepGrid,
+    eta: f64,
+    x_big_t: &Tensor,
+    y: &Tensor,
+    update: Step,
+) -> Result<Tensor> {
+    let n = x_big_t.size()[0];
+    let mut x = x_big_t.shallow_clone();
+    for &step in grid.steps() {
+        let t = s.timestep(step.t, n)?;
+        let out = tch::no_grad(|| model.predict(&x, t.tensor(), Some(y), false))?;
+        let (x0, _) = reverse::x0_and_eps(s, kind, &x, &t, &out);
+        let x0 = x0.clamp(-1.0, 1.0);
+        let eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0) / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
+        let z = if eta > 0.0 && step.prev.is_some() { x.randn_like() } else { x.zeros_like() };
+        x = update(s, step, eta, &x0, &eps, &z);
+    }
+    Ok(x)
+}
+
+// ANCHOR: bug_training
+/// Trains (or reuses) a small model with `config`; `unit_range` feeds the
+/// images in [0, 1] instead of [−1, 1].
+fn trained(
+    dir: &Path,
+    name: &str,
+    config: TrainConfig,
+    unit_range: bool,
+    data: &data::Dataset,
+    steps: i64,
+) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}-{steps}.safetensors"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut trainer = Trainer::new(config, Device::Cpu)?;
+    let mut batches = data::Batches::new(data, trainer.config.batch_size, trainer.config.seed, true);
+    let bar = bar(steps as u64, "training")?;
+    bar.set_message(format!("training '{name}'"));
+    while trainer.step < steps {
+        let (x0, y) = batches.get(trainer.step);
+        let x0 = if unit_range { (x0 + 1.0) / 2.0 } else { x0 }; // BUG when true
+        trainer.train_step(&x0, &y)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    trainer.save(&path)?;
+    Ok(path)
+}
+// ANCHOR_END: bug_training
