@@ -4,7 +4,10 @@
     `mdbook test` runs (not `ignore`); nothing is hand-copied and untested;
   - every {{#include file:anchor}} names an ANCHOR that exists, and every
     ANCHOR in the crates has its ANCHOR_END;
-  - every included file and every image the chapters show exists.
+  - every included file and every image the chapters show exists;
+  - every chapter of the reading path (not the introduction or appendices)
+    ends with Run it → Summary → Exercises, with at least 3 exercises, each
+    with its hint behind <details>.
 Prints one line per problem and exits 1 if there is any."""
 import os
 import re
@@ -69,8 +72,32 @@ for f in sorted(os.listdir(BOOK)):
         if not os.path.exists(os.path.join(BOOK, m.group(1))):
             problems.append(f"book/{f}: image {m.group(1)} does not exist")
 
+# Chapter anatomy, for the chapters of SUMMARY.md's reading path.
+summary = open(os.path.join(BOOK, "SUMMARY.md"), encoding="utf-8").read()
+for title, f in re.findall(r"^- \[([^\]]+)\]\(([^)]+)\)", summary, re.M):
+    if title.startswith("Appendix"):
+        continue
+    text = open(os.path.join(BOOK, f), encoding="utf-8").read()
+    heads = [(m.start(), m.group(2).strip()) for m in re.finditer(r"^(#{2,3}) (.+)$", text, re.M)]
+    pos = {}
+    for at, h in heads:
+        for want in ("Run it", "Summary", "Exercises"):
+            if h == want or h.startswith(want + ":"):
+                pos.setdefault(want, at)
+    missing = [w for w in ("Run it", "Summary", "Exercises") if w not in pos]
+    if missing:
+        problems.append(f"book/{f}: no {', '.join(repr(m) for m in missing)} section")
+        continue
+    if not pos["Run it"] < pos["Summary"] < pos["Exercises"]:
+        problems.append(f"book/{f}: sections out of order: want Run it → Summary → Exercises")
+    exercises = text[pos["Exercises"]:]
+    n_ex = len(re.findall(r"^\d+\. ", exercises, re.M))
+    n_hint = exercises.count("<details>")
+    if n_ex < 3 or n_hint < n_ex:
+        problems.append(f"book/{f}: {n_ex} exercises and {n_hint} <details> hints: want ≥ 3 exercises, each with a hint")
+
 for p in problems:
     print(f"error: {p}")
 if problems:
     sys.exit(1)
-print(f"ok: book sources: every Rust block is included from compiled code or tested, anchors pair up, files and images exist")
+print(f"ok: book sources: every Rust block is included from compiled code or tested, anchors pair up, files and images exist, every chapter has Run it → Summary → Exercises (≥ 3, with hints)")

@@ -27,13 +27,13 @@ struct Args {
     #[arg(long, default_value = "out/bug-museum")]
     out: PathBuf,
     /// Samples per side for the DDIM exhibits.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(20..))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(i64).range(20..))]
     n: i64,
     /// Samples per side for the DDPM exhibit (1000 network calls each).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(i64).range(20..))]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(20..))]
     n_ddpm: i64,
     /// Training steps of each of the four small models.
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(i64).range(1..))]
     train_steps: i64,
     /// Run only these exhibits (comma-separated keys; default: all).
     #[arg(long, value_delimiter = ',')]
@@ -169,6 +169,7 @@ fn main() {
         }
 
         let mut table = String::from("| exhibit | accuracy: correct → bug | FD: correct → bug | n |\n|---|---:|---:|---:|\n");
+        eprintln!("measuring {} exhibits", exhibits.len());
         for e in &mut exhibits {
             // A broken sampler can end outside [−1, 1]; clamp as saving a PNG would.
             e.correct = e.correct.clamp(-1.0, 1.0);

@@ -64,7 +64,9 @@ fn reference_rows_bracket_real_and_noise() {
     assert!(real.accuracy.unwrap() > 0.9);
     assert!(noise.frechet > 20.0 * real.frechet, "noise should be far from the data");
     assert!(real.precision > 0.5 && real.recall > 0.5);
-    assert!(noise.precision < 0.05);
+    // Noise covers no real image; a few real outliers have balls wide enough
+    // to swallow the tight cluster of noise features, so precision is small, not 0.
+    assert!(noise.recall < 0.01 && noise.precision < 0.25, "{noise:?}");
     // The same rows again: seeded, so identical.
     let [(_, again), _] = evaluate::reference_rows(&ev, &train, 500, 0).unwrap();
     assert_eq!(again, real);

@@ -1,7 +1,7 @@
 //! SeedUNet against the same layout written in plain PyTorch
 //! (scripts/parity/network.py), through safetensors, both ways.
 use network::{SeedUNet, SeedUNetConfig, Trace};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
 

@@ -234,7 +234,12 @@ pub fn venv_python() -> Result<std::path::PathBuf> {
 /// more time in the kernel than in libtorch (measured: 23 s sys vs 14 s
 /// user). Serving large blocks from the heap and not trimming it lets freed
 /// blocks be reused.
+/// `DIFFUSION_DEFAULT_MALLOC=1` leaves glibc's defaults alone (for the
+/// side-by-side benchmark `scripts/bench/allocator.sh`).
 pub fn keep_freed_memory() {
+    if std::env::var_os("DIFFUSION_DEFAULT_MALLOC").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before
     // any tensor exists and takes plain integers.
