@@ -2,7 +2,7 @@
 # Regenerates every figure and console output that the book includes
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
-#   scripts/make-figures.sh            # everything (~45 min on 2 cores: it trains small models)
+#   scripts/make-figures.sh            # everything (~60 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling
 #                                      # guidance one_page classroom intro measuring bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
@@ -85,6 +85,17 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
   run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
   cp "$ROOT"/target/bug-museum/bug-*.png "$FIG/bugs/"
   cp "$ROOT/target/bug-museum/table.md" "$GEN/bug_museum.md"
+  # Exhibit 3 in more detail: both small models at w = 0, 1, 3 (museum defaults: 1000 steps, n = 200).
+  local m w files
+  for m in correct no-dropout; do
+    files=()
+    for w in 0 1 3; do
+      run sample -- --checkpoint "$ROOT/target/bug-museum/models/$m-1000.safetensors" --guidance "$w" \
+        --n 200 --seed 0 --no-grid --save-tensors "$ROOT/target/bug-museum/$m-w$w.safetensors" > /dev/null 2>&1
+      files+=("$ROOT/target/bug-museum/$m-w$w.safetensors")
+    done
+    run evaluate -- --no-reference --samples "${files[@]}" --markdown "$GEN/bug_museum_$m.md" > /dev/null
+  done
 }
 
 parts=("$@")

@@ -1,4 +1,4 @@
-//! The bug museum: seven real diffusion pitfalls, each switched on against the
+//! The bug museum: eight real diffusion pitfalls, each switched on against the
 //! correct code with the same noise and labels, and measured.
 //!
 //! cargo run --release --example bug_museum -- --out out/bug-museum
@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(20..))]
     n_ddpm: i64,
     /// Training steps of each of the four small models.
-    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     train_steps: i64,
     /// Run only these exhibits (comma-separated keys; default: all).
     #[arg(long, value_delimiter = ',')]
