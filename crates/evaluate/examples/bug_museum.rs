@@ -168,7 +168,10 @@ fn main() {
             }
         }
 
-        let mut table = String::from("| exhibit | accuracy: correct → bug | FD: correct → bug | n |\n|---|---:|---:|---:|\n");
+        // Sampling bugs ran first (nothing to train); the table follows the chapter's numbering.
+        let number = |key: &str| KEYS.iter().position(|k| *k == key).unwrap_or(KEYS.len()) + 1;
+        exhibits.sort_by_key(|e| number(e.key));
+        let mut table = String::from("| # | exhibit | accuracy: correct → bug | FD: correct → bug | n |\n|---:|---|---:|---:|---:|\n");
         eprintln!("measuring {} exhibits", exhibits.len());
         for e in &mut exhibits {
             // A broken sampler can end outside [−1, 1]; clamp as saving a PNG would.
@@ -179,8 +182,8 @@ fn main() {
             let b = ev.evaluate(&e.buggy, &y, args.seed)?;
             let _ = writeln!(
                 table,
-                "| {} (`{}`) | {:.3} → {:.3} | {:.1} → {:.1} | {} |",
-                e.title, e.key, acc(&a), acc(&b), a.frechet, b.frechet, a.n
+                "| {} | {} (`{}`) | {:.3} → {:.3} | {:.1} → {:.1} | {} |",
+                number(e.key), e.title, e.key, acc(&a), acc(&b), a.frechet, b.frechet, a.n
             );
             let path = args.out.join(format!("bug-{}.png", e.key));
             let tiles = Tensor::cat(&[e.correct.narrow(0, 0, 10), e.buggy.narrow(0, 0, 10)], 0);
