@@ -12,12 +12,13 @@ start=$(date +%s)
 echo "==> setup"
 bash scripts/setup.sh
 
-echo "==> what tch sees"
-cargo run --quiet --example device_info
-
 echo "==> building the examples (release; the first build compiles libtorch's C++ wrapper, ~3 min)"
-cargo build --quiet --release --example sample --example evaluate --example forward_process
+# One profile only: a debug build would compile the C++ wrapper a second time.
+cargo build --quiet --release --example device_info --example sample --example evaluate --example forward_process
 BIN="$(target_dir)/release/examples"
+
+echo "==> what tch sees"
+"$BIN/device_info"
 
 echo "==> samples from the shipped model (crates/evaluate/pretrained/fashion-cfg)"
 "$BIN/sample" --pretrained fashion-cfg --sampler ddpm --per-class 2 --seed 0 --out "$OUT/ddpm.png"
