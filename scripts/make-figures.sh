@@ -3,7 +3,7 @@
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
 #   scripts/make-figures.sh            # everything (~60 min on 2 cores: it trains small models)
-#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench sampling
+#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench allocator sampling
 #                                      # guidance one_page classroom intro measuring bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
@@ -34,6 +34,9 @@ part_train() { # the chapter's default run: a few minutes on 2 cores
 }
 part_bench() {
   bash scripts/bench/train_throughput.sh 5 20 > "$GEN/train_throughput.txt"
+}
+part_allocator() { # glibc's default malloc settings against util::keep_freed_memory (~3 min)
+  bash scripts/bench/allocator.sh 3 > "$GEN/allocator.txt"
 }
 part_sampling() {
   mkdir -p "$FIG/reverse"
@@ -99,7 +102,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench sampling guidance one_page classroom intro measuring bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench allocator sampling guidance one_page classroom intro measuring bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

@@ -225,17 +225,15 @@ pub fn venv_python() -> Result<std::path::PathBuf> {
     Ok(python)
 }
 
+// ANCHOR: keep_freed_memory
 /// Stops glibc from handing large freed blocks back to the kernel.
 ///
-/// By default glibc serves every allocation above a (dynamic, at most 32 MB)
+/// By default glibc serves every allocation above a (dynamic, at most 32 MiB)
 /// threshold with a fresh `mmap` and unmaps it on free. Sampling allocates
-/// activations of several MB at every network call, so each call paid for
-/// zeroed pages from the kernel: on 2 cores, DDIM with batches of 500 spent
-/// more time in the kernel than in libtorch (measured: 23 s sys vs 14 s
-/// user). Serving large blocks from the heap and not trimming it lets freed
-/// blocks be reused.
-/// `DIFFUSION_DEFAULT_MALLOC=1` leaves glibc's defaults alone (for the
-/// side-by-side benchmark `scripts/bench/allocator.sh`).
+/// activations of many MB at every network call, so each call paid for
+/// zeroed pages from the kernel. Serving large blocks from the heap and not
+/// trimming it lets freed blocks be reused. `DIFFUSION_DEFAULT_MALLOC=1`
+/// leaves glibc's defaults alone (for `scripts/bench/allocator.sh`).
 pub fn keep_freed_memory() {
     if std::env::var_os("DIFFUSION_DEFAULT_MALLOC").is_some() {
         return;
@@ -248,3 +246,4 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30); // and keep what is freed
     }
 }
+// ANCHOR_END: keep_freed_memory
