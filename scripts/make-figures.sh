@@ -24,7 +24,10 @@ part_forward() {
 }
 part_network() {
   run network_summary -- --figure-dir "$FIG/network" | strip > "$GEN/network_summary.txt"
-  cargo test --quiet -p network --test parity -- --nocapture 2>/dev/null | grep -E "Δ|written" > "$GEN/parity.txt"
+  cargo test --quiet -p network --test parity -- --nocapture --test-threads 1 2>/dev/null > "$GEN/.parity.log"
+  grep -E "Δ|written" "$GEN/.parity.log" | grep -v '^\[' > "$GEN/parity.txt"
+  grep -oE '\[(no-)?attention\] .*' "$GEN/.parity.log" | grep -E "Δ|strict|saved" > "$GEN/parity_unet.txt"
+  rm "$GEN/.parity.log"
 }
 part_train() { # the chapter's default run: a few minutes on 2 cores
   rm -rf "$ROOT/target/figures-train"

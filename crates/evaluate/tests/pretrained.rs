@@ -82,6 +82,8 @@ fn export_keeps_exactly_the_ema_weights() {
         schedule: "linear".into(),
         timesteps: 100,
         prediction: training::Prediction::Epsilon,
+        loss_weighting: Default::default(),
+        lr_schedule: Default::default(),
         optimizer: Default::default(),
         warmup: 0,
         grad_clip: None,

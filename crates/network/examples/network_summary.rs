@@ -40,8 +40,8 @@ fn main() {
         let configs: Vec<(String, i64, i64)> = vec![
             ("SeedUNet C=64, 28×28×1, 10 classes".into(), 1, 28),
             ("SeedUNet C=128, 28×28×1, 10 classes".into(), 1, 28),
-            ("UNet C=32 ×(1,2,2), attention, 28×28×1".into(), 1, 28),
-            ("UNet C=64 ×(1,2,2,2), attention, 32×32×3".into(), 3, 32),
+            ("UNet (32, 64, 64), attention at 7×7, 28×28×1".into(), 1, 28),
+            ("UNet (64, 128, 128, 128), attention at 8×8, 32×32×3".into(), 3, 32),
         ];
         for (i, (title, ch, hw)) in configs.into_iter().enumerate() {
             let vs = nn::VarStore::new(device);
@@ -60,15 +60,21 @@ fn main() {
                     Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), tr))
                 }
                 2 => {
-                    let m = UNet::new(&vs.root(), UNetConfig::default())?;
+                    let m = UNet::new(&vs.root(), UNetConfig::fashion())?;
                     Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))
                 }
                 _ => {
+                    use network::{DownBlockType::*, UpBlockType::*};
                     let cfg = UNetConfig {
+                        sample_size: Some(32),
                         in_channels: 3,
-                        channels: 64,
-                        channel_mults: vec![1, 2, 2, 2],
-                        ..Default::default()
+                        out_channels: 3,
+                        block_out_channels: vec![64, 128, 128, 128],
+                        down_block_types: vec![DownBlock2D, DownBlock2D, DownBlock2D, AttnDownBlock2D],
+                        up_block_types: vec![AttnUpBlock2D, UpBlock2D, UpBlock2D, UpBlock2D],
+                        norm_num_groups: 32,
+                        attention_head_dim: Some(32),
+                        ..UNetConfig::fashion()
                     };
                     let m = UNet::new(&vs.root(), cfg)?;
                     Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))

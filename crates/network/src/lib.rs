@@ -3,14 +3,15 @@
 //! Two models implement one trait, [`NoisePredictor`]:
 //! - [`SeedUNet`], the small UNet of the seed tutorial, laid out so that a
 //!   PyTorch `state_dict` maps onto it name for name;
-//! - [`UNet`], a stronger improved-DDPM-style model.
+//! - [`UNet`], the subset of diffusers' `UNet2DModel` a small image model
+//!   needs, with diffusers' state_dict names and config fields.
 mod seed;
 mod trace;
 mod unet;
 
 pub use seed::{SeedUNet, SeedUNetConfig};
 pub use trace::{LayerStat, Trace};
-pub use unet::{UNet, UNetConfig};
+pub use unet::{sinusoidal_embedding, DownBlockType, MidBlockType, UNet, UNetConfig, UpBlockType};
 
 use tch::{Device, Kind, Tensor};
 
@@ -72,7 +73,7 @@ impl ModelConfig {
     pub fn num_classes(&self) -> Option<i64> {
         match self {
             Self::Seed(c) => c.num_classes,
-            Self::Unet(c) => c.num_classes,
+            Self::Unet(c) => c.num_classes(),
         }
     }
 

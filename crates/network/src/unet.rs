@@ -1,352 +1,547 @@
-//! UNet: a stronger denoiser in the style of improved DDPM (Nichol & Dhariwal
-//! 2021): residual blocks with GroupNorm and SiLU, the time and class embedding
-//! injected into every block, channel multipliers per level, self-attention at
-//! the lowest resolution, dropout, and a learned null class for guidance.
-use crate::{
-    check_inputs, labels_or_null, seed::upsample, timestep_embedding, NetworkError, NoisePredictor,
-    Result, Trace,
-};
+//! UNet: the subset of diffusers' `UNet2DModel` that a small image model
+//! needs, weight for weight. The blocks are diffusers' blocks (ResnetBlock2D
+//! with a time-embedding projection, DownBlock2D / AttnDownBlock2D,
+//! UNetMidBlock2D, UpBlock2D / AttnUpBlock2D), the variables carry diffusers'
+//! `state_dict` names, and [`UNetConfig`] uses diffusers' field names, so a
+//! model trained with diffusers loads into the book's samplers and back.
+use crate::{check_inputs, NetworkError, NoisePredictor, Result, Trace};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct UNetConfig {
-    pub in_channels: i64,
-    /// Base width C (a multiple of 32). Level i has C · channel_mults[i] channels.
-    pub channels: i64,
-    pub channel_mults: Vec<i64>,
-    pub res_blocks: usize,
-    /// Self-attention at the lowest resolution.
-    pub attention: bool,
-    pub heads: i64,
-    pub dropout: f64,
-    /// K real classes; the embedding has K + 1 rows, row K is the null class.
-    pub num_classes: Option<i64>,
+/// The down blocks this book supports (diffusers' names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownBlockType {
+    DownBlock2D,
+    AttnDownBlock2D,
 }
 
-impl Default for UNetConfig {
-    /// Sized for 28×28 on a CPU: 28 → 14 → 7 with 32, 64, 64 channels.
-    fn default() -> Self {
+/// The up blocks this book supports (diffusers' names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpBlockType {
+    UpBlock2D,
+    AttnUpBlock2D,
+}
+
+/// The one middle block diffusers' `UNet2DModel` has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MidBlockType {
+    #[serde(rename = "UNetMidBlock2D")]
+    UNetMidBlock2D,
+}
+
+/// A `UNet2DModel` config, in diffusers' vocabulary. Missing fields take
+/// diffusers' defaults; [`UNetConfig::from_diffusers_json`] reads a
+/// diffusers `config.json` and refuses the settings this subset lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default = "UNetConfig::diffusers_default", deny_unknown_fields)]
+pub struct UNetConfig {
+    /// Height and width of the images (informational, as in diffusers).
+    pub sample_size: Option<i64>,
+    pub in_channels: i64,
+    pub out_channels: i64,
+    /// Channels of each resolution level, highest resolution first.
+    pub block_out_channels: Vec<i64>,
+    /// ResnetBlock2Ds per down block (up blocks have one more).
+    pub layers_per_block: usize,
+    pub down_block_types: Vec<DownBlockType>,
+    pub up_block_types: Vec<UpBlockType>,
+    /// `None`: no middle block.
+    pub mid_block_type: Option<MidBlockType>,
+    /// Self-attention in the middle block.
+    pub add_attention: bool,
+    /// Channels per attention head (heads = channels / this); `None`: one head.
+    pub attention_head_dim: Option<i64>,
+    pub norm_num_groups: i64,
+    pub norm_eps: f64,
+    /// Time embedding: [cos | sin] when true, [sin | cos] when false.
+    pub flip_sin_to_cos: bool,
+    /// ω_i = 10000^(−i / (d/2 − freq_shift)).
+    pub freq_shift: i64,
+    /// Rows of the class embedding. This book uses K + 1 for K classes: the
+    /// last row is the null class of classifier-free guidance.
+    pub num_class_embeds: Option<i64>,
+    pub dropout: f64,
+}
+
+impl UNetConfig {
+    /// diffusers' `UNet2DModel()` defaults (a 4-level, 256×256 RGB model).
+    pub fn diffusers_default() -> Self {
+        use DownBlockType::*;
+        use UpBlockType::*;
         Self {
-            in_channels: 1,
-            channels: 32,
-            channel_mults: vec![1, 2, 2],
-            res_blocks: 1,
-            attention: true,
-            heads: 4,
-            dropout: 0.1,
-            num_classes: Some(10),
+            sample_size: None,
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: vec![224, 448, 672, 896],
+            layers_per_block: 2,
+            down_block_types: vec![DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D],
+            up_block_types: vec![AttnUpBlock2D, AttnUpBlock2D, AttnUpBlock2D, UpBlock2D],
+            mid_block_type: Some(MidBlockType::UNetMidBlock2D),
+            add_attention: true,
+            attention_head_dim: Some(8),
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0,
+            num_class_embeds: None,
+            dropout: 0.0,
         }
+    }
+
+    /// The book's Fashion-MNIST model: 28 → 14 → 7 with 32, 64, 64 channels,
+    /// one ResnetBlock2D per level, attention only at 7×7, 10 classes + null.
+    pub fn fashion() -> Self {
+        use DownBlockType::*;
+        use UpBlockType::*;
+        Self {
+            sample_size: Some(28),
+            in_channels: 1,
+            out_channels: 1,
+            block_out_channels: vec![32, 64, 64],
+            layers_per_block: 1,
+            down_block_types: vec![DownBlock2D, DownBlock2D, AttnDownBlock2D],
+            up_block_types: vec![AttnUpBlock2D, UpBlock2D, UpBlock2D],
+            mid_block_type: Some(MidBlockType::UNetMidBlock2D),
+            add_attention: true,
+            attention_head_dim: Some(16),
+            norm_num_groups: 8,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0,
+            num_class_embeds: Some(11),
+            dropout: 0.0,
+        }
+    }
+
+    /// K real classes (the null class is row K of the embedding).
+    pub fn num_classes(&self) -> Option<i64> {
+        self.num_class_embeds.map(|n| n - 1)
+    }
+
+    /// Width of the time (and class) embedding: 4 × the first level's channels.
+    pub fn time_embed_dim(&self) -> i64 {
+        4 * self.block_out_channels[0]
+    }
+
+    /// How much the model downsamples: image sides must be divisible by it.
+    pub fn factor(&self) -> i64 {
+        1 << (self.block_out_channels.len().max(1) - 1)
+    }
+
+    fn heads(&self, channels: i64) -> i64 {
+        self.attention_head_dim.map_or(1, |d| channels / d)
+    }
+
+    /// Every combination `UNet::new` can build, with one line for the rest.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(NetworkError::Config(m));
+        let levels = self.block_out_channels.len();
+        if levels == 0 || self.block_out_channels.iter().any(|&c| c <= 0) {
+            return bad("block_out_channels must be a non-empty list of positive integers".into());
+        }
+        if self.down_block_types.len() != levels || self.up_block_types.len() != levels {
+            return bad(format!(
+                "block_out_channels has {levels} levels but down_block_types has {} and up_block_types {}: give one block type per level",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        if self.layers_per_block == 0 {
+            return bad("layers_per_block must be at least 1".into());
+        }
+        if self.in_channels < 1 || self.out_channels != self.in_channels {
+            return bad(format!(
+                "in_channels = {}, out_channels = {}: the samplers need one output channel per input channel",
+                self.in_channels, self.out_channels
+            ));
+        }
+        let g = self.norm_num_groups;
+        if g < 1 {
+            return bad(format!("norm_num_groups = {g}: must be at least 1"));
+        }
+        if let Some(&c) = self.block_out_channels.iter().find(|&&c| c % g != 0) {
+            return bad(format!(
+                "{c} channels do not split into norm_num_groups = {g} groups"
+            ));
+        }
+        if let Some(d) = self.attention_head_dim {
+            let attn_levels = self.block_out_channels.iter().enumerate().filter(|&(i, _)| {
+                self.down_block_types[i] == DownBlockType::AttnDownBlock2D
+                    || self.up_block_types[levels - 1 - i] == UpBlockType::AttnUpBlock2D
+                    || (i == levels - 1 && self.mid_block_type.is_some() && self.add_attention)
+            });
+            for (_, &c) in attn_levels {
+                if d < 1 || c % d != 0 {
+                    return bad(format!(
+                        "{c} channels do not split into heads of attention_head_dim = {d}"
+                    ));
+                }
+            }
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
+            return bad(format!("norm_eps = {}: must be positive", self.norm_eps));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout = {}: must be in [0, 1)", self.dropout));
+        }
+        if self.num_class_embeds.is_some_and(|n| n < 2) {
+            return bad("num_class_embeds must be at least 2 (the classes plus the null row)".into());
+        }
+        if self.block_out_channels[0] % 2 != 0 {
+            return bad("block_out_channels[0] must be even (it is the time embedding's width)".into());
+        }
+        Ok(())
+    }
+
+    /// Reads a diffusers `UNet2DModel` config.json. Settings outside this
+    /// subset (a Fourier time embedding, scale-shift norms, other blocks …)
+    /// are refused by name, never ignored.
+    pub fn from_diffusers_json(text: &str) -> Result<Self> {
+        let bad = |m: String| NetworkError::Config(m);
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| bad(format!("config.json: {e}")))?;
+        if let Some(class) = map.remove("_class_name") {
+            if class != "UNet2DModel" {
+                return Err(bad(format!(
+                    "config.json describes a {class}, not a UNet2DModel"
+                )));
+            }
+        }
+        for meta in ["_diffusers_version", "_name_or_path", "num_train_timesteps"] {
+            map.remove(meta);
+        }
+        for (field, only) in DEFAULT_ONLY {
+            let only: serde_json::Value = serde_json::from_str(only).expect("valid literal");
+            if let Some(v) = map.remove(*field) {
+                let same = v == only || (v.is_number() && only.is_number() && v.as_f64() == only.as_f64());
+                if !same {
+                    return Err(bad(format!(
+                        "UNet2DModel setting {field} = {v} is not supported (this book's UNet supports only {only})"
+                    )));
+                }
+            }
+        }
+        if map.get("attention_head_dim").is_some_and(|v| v.is_array()) {
+            return Err(bad("attention_head_dim as a list per block is not supported: give one number".into()));
+        }
+        let config: Self = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| bad(format!("config.json: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A complete diffusers config.json for `UNet2DModel.from_config`.
+    pub fn to_diffusers_json(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        let map = v.as_object_mut().expect("a struct is an object");
+        map.insert("_class_name".into(), "UNet2DModel".into());
+        for (field, only) in DEFAULT_ONLY {
+            map.insert((*field).into(), serde_json::from_str(only).expect("valid literal"));
+        }
+        serde_json::to_string_pretty(&v).expect("json")
     }
 }
 
-/// `vs / "a" / "b"` for the dotted name "a.b" (tch path segments cannot hold dots).
-fn at<'a>(vs: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
-    let mut parts = dotted.split('.');
-    let first = vs / parts.next().unwrap_or_default();
-    parts.fold(first, |p, seg| p / seg)
+/// `UNet2DModel` settings that this subset supports only at diffusers' default.
+const DEFAULT_ONLY: &[(&str, &str)] = &[
+    ("center_input_sample", "false"),
+    ("time_embedding_type", "\"positional\""),
+    ("time_embedding_dim", "null"),
+    ("mid_block_scale_factor", "1"),
+    ("downsample_padding", "1"),
+    ("downsample_type", "\"conv\""),
+    ("upsample_type", "\"conv\""),
+    ("act_fn", "\"silu\""),
+    ("attn_norm_num_groups", "null"),
+    ("resnet_time_scale_shift", "\"default\""),
+    ("class_embed_type", "null"),
+];
+
+// ANCHOR: sinusoidal_embedding
+/// diffusers' `get_timestep_embedding`: ω_i = 10000^(−i/(d/2 − shift)),
+/// emb(t) = [sin(tω) | cos(tω)], halves swapped when `flip_sin_to_cos`.
+/// Computed in the same order of operations, so the floats agree exactly.
+pub fn sinusoidal_embedding(t: &Tensor, dim: i64, flip_sin_to_cos: bool, freq_shift: i64) -> Tensor {
+    let half = dim / 2;
+    let exponent = Tensor::arange(half, (Kind::Float, t.device())) * (-crate::MAX_PERIOD.ln())
+        / (half - freq_shift) as f64;
+    let angles = t.to_kind(Kind::Float).unsqueeze(1) * exponent.exp().unsqueeze(0);
+    let (sin, cos) = (angles.sin(), angles.cos());
+    if flip_sin_to_cos {
+        Tensor::cat(&[cos, sin], 1)
+    } else {
+        Tensor::cat(&[sin, cos], 1)
+    }
+}
+// ANCHOR_END: sinusoidal_embedding
+
+/// PyTorch's default init for a conv: Kaiming-uniform weights (tch's
+/// default) and a bias uniform in ±1/√fan_in (tch starts it at zero).
+fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
+    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+    let config = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        bs_init: nn::Init::Uniform { lo: -bound, up: bound },
+        ..Default::default()
+    };
+    nn::conv2d(vs, cin, cout, k, config)
 }
 
-fn conv3(vs: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        3,
-        nn::ConvConfig {
-            stride,
-            padding: 1,
-            ..Default::default()
-        },
-    )
+fn linear(vs: nn::Path, cin: i64, cout: i64) -> nn::Linear {
+    nn::linear(vs, cin, cout, Default::default())
 }
 
-/// A conv whose weights start at zero, so a new residual branch starts as the
-/// identity (improved DDPM does this for the last conv of each block).
-fn zero_conv3(vs: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    let zero = nn::Init::Const(0.0);
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        3,
-        nn::ConvConfig {
-            padding: 1,
-            ws_init: zero,
-            bs_init: zero,
-            ..Default::default()
-        },
-    )
+fn group_norm(vs: nn::Path, c: &UNetConfig, channels: i64) -> nn::GroupNorm {
+    let config = nn::GroupNormConfig {
+        eps: c.norm_eps,
+        ..Default::default()
+    };
+    nn::group_norm(vs, c.norm_num_groups, channels, config)
 }
 
-fn norm(vs: nn::Path, ch: i64) -> nn::GroupNorm {
-    nn::group_norm(vs, 32.min(ch), ch, Default::default())
+fn conv_macs(c: &nn::Conv2D, out: &Tensor) -> i64 {
+    let w = c.ws.size();
+    w[1] * w[2] * w[3] * out.size()[1..].iter().product::<i64>()
 }
 
-/// h = conv(SiLU(GN(x))) + proj(emb);  out = skip(x) + conv(dropout(SiLU(GN(h))))
+// ANCHOR: resnet_block
+/// diffusers' ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)),
+/// out = shortcut(x) + conv2(dropout(SiLU(GN(h)))).
 #[derive(Debug)]
-struct ResBlock {
+struct ResnetBlock2D {
     norm1: nn::GroupNorm,
     conv1: nn::Conv2D,
-    emb_proj: nn::Linear,
+    time_emb_proj: nn::Linear,
     norm2: nn::GroupNorm,
     conv2: nn::Conv2D,
-    skip: Option<nn::Conv2D>,
+    conv_shortcut: Option<nn::Conv2D>,
     dropout: f64,
 }
 
-impl ResBlock {
-    fn new(vs: nn::Path, cin: i64, cout: i64, emb_dim: i64, dropout: f64) -> Self {
+impl ResnetBlock2D {
+    fn new(vs: nn::Path, c: &UNetConfig, cin: i64, cout: i64) -> Self {
         Self {
-            norm1: norm(&vs / "norm1", cin),
-            conv1: conv3(&vs / "conv1", cin, cout, 1),
-            emb_proj: nn::linear(&vs / "emb_proj", emb_dim, cout, Default::default()),
-            norm2: norm(&vs / "norm2", cout),
-            conv2: zero_conv3(&vs / "conv2", cout, cout),
-            skip: (cin != cout).then(|| nn::conv2d(&vs / "skip", cin, cout, 1, Default::default())),
-            dropout,
+            norm1: group_norm(&vs / "norm1", c, cin),
+            conv1: conv(&vs / "conv1", cin, cout, 3, 1),
+            time_emb_proj: linear(&vs / "time_emb_proj", c.time_embed_dim(), cout),
+            norm2: group_norm(&vs / "norm2", c, cout),
+            conv2: conv(&vs / "conv2", cout, cout, 3, 1),
+            conv_shortcut: (cin != cout).then(|| conv(&vs / "conv_shortcut", cin, cout, 1, 1)),
+            dropout: c.dropout,
         }
     }
 
-    // ANCHOR: res_block
-    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool, name: &str, tr: &mut Trace) -> Tensor {
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
         let h = self.conv1.forward(&self.norm1.forward(x).silu());
-        // The time (+ class) embedding enters every block, as a per-channel shift.
-        let h = h + self
-            .emb_proj
-            .forward(&emb.silu())
-            .unsqueeze(-1)
-            .unsqueeze(-1);
+        let h = h + self.time_emb_proj.forward(&emb.silu()).unsqueeze(-1).unsqueeze(-1);
         let h = self.norm2.forward(&h).silu().dropout(self.dropout, train);
-        let skip = self
-            .skip
-            .as_ref()
-            .map_or_else(|| x.shallow_clone(), |s| s.forward(x));
-        let out = skip + self.conv2.forward(&h);
-        self.trace(name, &out, tr);
-        out
+        let h = self.conv2.forward(&h);
+        match &self.conv_shortcut {
+            Some(s) => s.forward(x) + h,
+            None => x + h,
+        }
     }
-    // ANCHOR_END: res_block
+    // ANCHOR_END: resnet_block
 
     fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
-        let hw: i64 = out.size()[2..].iter().product();
-        let k = |c: &nn::Conv2D| c.ws.size().iter().skip(1).product::<i64>() * c.ws.size()[0] * hw;
-        let w = self.emb_proj.ws.size();
-        let macs = k(&self.conv1) + k(&self.conv2) + self.skip.as_ref().map_or(0, k) + w[0] * w[1];
-        let mut params: Vec<&Tensor> = Trace::norm_params(&self.norm1);
+        let mut params = Trace::norm_params(&self.norm1);
         params.extend(Trace::norm_params(&self.norm2));
-        for c in [Some(&self.conv1), Some(&self.conv2), self.skip.as_ref()]
+        let mut macs = self.time_emb_proj.ws.numel() as i64;
+        params.extend([&self.time_emb_proj.ws]);
+        params.extend(self.time_emb_proj.bs.as_ref());
+        for c in [Some(&self.conv1), Some(&self.conv2), self.conv_shortcut.as_ref()]
             .into_iter()
             .flatten()
         {
+            macs += conv_macs(c, out);
             params.push(&c.ws);
             params.extend(c.bs.as_ref());
         }
-        params.push(&self.emb_proj.ws);
-        params.extend(self.emb_proj.bs.as_ref());
         tr.record(name, out, &params, macs);
     }
 }
 
-/// Multi-head self-attention over the H·W positions, with a residual.
+// ANCHOR: attention
+/// diffusers' Attention as its UNet2D blocks use it: GroupNorm, then
+/// multi-head self-attention over the H·W positions, plus the input.
 #[derive(Debug)]
 struct Attention {
-    norm: nn::GroupNorm,
-    qkv: nn::Conv2D,
-    proj: nn::Conv2D,
+    group_norm: nn::GroupNorm,
+    to_q: nn::Linear,
+    to_k: nn::Linear,
+    to_v: nn::Linear,
+    to_out: nn::Linear,
     heads: i64,
 }
 
 impl Attention {
-    fn new(vs: nn::Path, ch: i64, heads: i64) -> Self {
-        let zero = nn::Init::Const(0.0);
+    fn new(vs: nn::Path, c: &UNetConfig, channels: i64) -> Self {
         Self {
-            norm: norm(&vs / "norm", ch),
-            qkv: nn::conv2d(&vs / "qkv", ch, 3 * ch, 1, Default::default()),
-            proj: nn::conv2d(
-                &vs / "proj",
-                ch,
-                ch,
-                1,
-                nn::ConvConfig {
-                    ws_init: zero,
-                    bs_init: zero,
-                    ..Default::default()
-                },
-            ),
-            heads,
+            group_norm: group_norm(&vs / "group_norm", c, channels),
+            to_q: linear(&vs / "to_q", channels, channels),
+            to_k: linear(&vs / "to_k", channels, channels),
+            to_v: linear(&vs / "to_v", channels, channels),
+            to_out: linear(&vs / "to_out" / "0", channels, channels),
+            heads: c.heads(channels),
         }
     }
 
-    fn forward(&self, x: &Tensor, name: &str, tr: &mut Trace) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Tensor {
         let [n, c, h, w] = x.size()[..] else {
             unreachable!("checked by check_inputs")
         };
-        let d = c / self.heads;
-        // (N, 3C, H, W) → three (N·heads, HW, d)
-        let qkv = self
-            .qkv
-            .forward(&self.norm.forward(x))
-            .reshape([n, 3, self.heads, d, h * w]);
-        let part = |i: i64| {
-            qkv.select(1, i)
-                .reshape([n * self.heads, d, h * w])
+        // (N, C, H, W) → (N, HW, C): one token per position.
+        let tokens = self.group_norm.forward(x).reshape([n, c, h * w]).transpose(1, 2);
+        let split = |l: &nn::Linear| {
+            l.forward(&tokens)
+                .reshape([n, h * w, self.heads, c / self.heads])
                 .transpose(1, 2)
         };
-        let (q, k, v) = (part(0), part(1), part(2));
-        let attn = (q.matmul(&k.transpose(1, 2)) / (d as f64).sqrt()).softmax(-1, Kind::Float);
-        let out = attn.matmul(&v).transpose(1, 2).reshape([n, c, h, w]);
-        let out = x + self.proj.forward(&out);
-        let hw = h * w;
-        let macs = hw * c * 3 * c + 2 * hw * hw * c + hw * c * c;
-        let mut params = Trace::norm_params(&self.norm);
-        for conv in [&self.qkv, &self.proj] {
-            params.push(&conv.ws);
-            params.extend(conv.bs.as_ref());
+        let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
+        // softmax(q kᵀ / √d) v for every head at once.
+        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        let out = self.to_out.forward(&attn.transpose(1, 2).reshape([n, h * w, c]));
+        out.transpose(1, 2).reshape([n, c, h, w]) + x
+    }
+    // ANCHOR_END: attention
+
+    fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
+        let s = out.size();
+        let (c, hw) = (s[1], s[2] * s[3]);
+        let mut params = Trace::norm_params(&self.group_norm);
+        for l in [&self.to_q, &self.to_k, &self.to_v, &self.to_out] {
+            params.push(&l.ws);
+            params.extend(l.bs.as_ref());
         }
-        tr.record(name, &out, &params, macs);
-        out
+        tr.record(name, out, &params, 4 * hw * c * c + 2 * hw * hw * c);
     }
 }
 
+/// One resolution level on the way down (DownBlock2D or AttnDownBlock2D).
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // a handful of blocks, built once
-enum Block {
-    Res(ResBlock),
-    Attn(Attention),
-    Down(nn::Conv2D),
-    Up(nn::Conv2D),
+struct DownBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Attention>,
+    downsampler: Option<nn::Conv2D>,
+}
+
+/// One level on the way up (UpBlock2D or AttnUpBlock2D).
+#[derive(Debug)]
+struct UpBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Attention>,
+    upsampler: Option<nn::Conv2D>,
+}
+
+/// UNetMidBlock2D: resnet, (attention,) resnet.
+#[derive(Debug)]
+struct MidBlock {
+    resnets: [ResnetBlock2D; 2],
+    attention: Option<Attention>,
 }
 
 #[derive(Debug)]
 pub struct UNet {
     pub config: UNetConfig,
-    time1: nn::Linear,
-    time2: nn::Linear,
-    class_emb: Option<nn::Embedding>,
     conv_in: nn::Conv2D,
-    down: Vec<(String, Block)>,
-    mid: Vec<(String, Block)>,
-    /// Each up block takes (and concatenates) one skip when it is a ResBlock.
-    up: Vec<(String, Block)>,
-    norm_out: nn::GroupNorm,
+    linear_1: nn::Linear,
+    linear_2: nn::Linear,
+    class_embedding: Option<nn::Embedding>,
+    down_blocks: Vec<DownBlock>,
+    mid_block: Option<MidBlock>,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: nn::GroupNorm,
     conv_out: nn::Conv2D,
 }
 
 impl UNet {
     pub fn new(vs: &nn::Path, config: UNetConfig) -> Result<Self> {
-        let c = config.channels;
-        if c <= 0 || c % 32 != 0 {
-            return Err(NetworkError::Config(format!(
-                "channels = {c}: must be a positive multiple of 32"
-            )));
-        }
-        if config.channel_mults.is_empty() || config.channel_mults.iter().any(|&m| m < 1) {
-            return Err(NetworkError::Config(
-                "channel_mults must be a non-empty list of positive integers".into(),
-            ));
-        }
-        let low = c * config.channel_mults.last().unwrap();
-        if config.attention && (config.heads < 1 || low % config.heads != 0) {
-            return Err(NetworkError::Config(format!(
-                "{low} channels at the lowest level do not split into {} heads",
-                config.heads
-            )));
-        }
-        if !(0.0..1.0).contains(&config.dropout) {
-            return Err(NetworkError::Config(format!(
-                "dropout = {}: must be in [0, 1)",
-                config.dropout
-            )));
-        }
-        let emb = 4 * c;
-        let p = config.dropout;
-        let levels = config.channel_mults.len();
-        let mut down = Vec::new();
-        let mut skips = vec![c]; // channels of each skip, in push order
-        let mut ch = c;
-        for (i, &m) in config.channel_mults.iter().enumerate() {
-            for j in 0..config.res_blocks {
-                let name = format!("down.{i}.res{j}");
-                down.push((
-                    name.clone(),
-                    Block::Res(ResBlock::new(at(vs, &name), ch, c * m, emb, p)),
-                ));
-                ch = c * m;
-                if config.attention && i == levels - 1 {
-                    let name = format!("down.{i}.attn{j}");
-                    down.push((
-                        name.clone(),
-                        Block::Attn(Attention::new(at(vs, &name), ch, config.heads)),
-                    ));
+        config.validate()?;
+        let c = &config;
+        let ch = &c.block_out_channels;
+        let levels = ch.len();
+        let temb = c.time_embed_dim();
+        let mut down_blocks = Vec::new();
+        let mut skips = vec![ch[0]]; // channels of each skip, in push order
+        for (i, kind) in c.down_block_types.iter().enumerate() {
+            let vs = vs / "down_blocks" / i;
+            let cin = if i == 0 { ch[0] } else { ch[i - 1] };
+            let attn = *kind == DownBlockType::AttnDownBlock2D;
+            let mut block = DownBlock {
+                resnets: Vec::new(),
+                attentions: Vec::new(),
+                downsampler: None,
+            };
+            for j in 0..c.layers_per_block {
+                let from = if j == 0 { cin } else { ch[i] };
+                block.resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, c, from, ch[i]));
+                if attn {
+                    block.attentions.push(Attention::new(&vs / "attentions" / j, c, ch[i]));
                 }
-                skips.push(ch);
+                skips.push(ch[i]);
             }
             if i + 1 < levels {
-                let name = format!("down.{i}.downsample");
-                down.push((name.clone(), Block::Down(conv3(at(vs, &name), ch, ch, 2))));
-                skips.push(ch);
+                block.downsampler = Some(conv(&vs / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2));
+                skips.push(ch[i]);
             }
+            down_blocks.push(block);
         }
-        let mut mid = vec![(
-            "mid.res0".to_string(),
-            Block::Res(ResBlock::new(at(vs, "mid.res0"), ch, ch, emb, p)),
-        )];
-        if config.attention {
-            mid.push((
-                "mid.attn".to_string(),
-                Block::Attn(Attention::new(at(vs, "mid.attn"), ch, config.heads)),
-            ));
-        }
-        mid.push((
-            "mid.res1".to_string(),
-            Block::Res(ResBlock::new(at(vs, "mid.res1"), ch, ch, emb, p)),
-        ));
-        let mut up = Vec::new();
-        for (i, &m) in config.channel_mults.iter().enumerate().rev() {
-            for j in 0..=config.res_blocks {
-                let skip = skips.pop().expect("one skip per up block");
-                let name = format!("up.{i}.res{j}");
-                up.push((
-                    name.clone(),
-                    Block::Res(ResBlock::new(at(vs, &name), ch + skip, c * m, emb, p)),
-                ));
-                ch = c * m;
-                if config.attention && i == levels - 1 {
-                    let name = format!("up.{i}.attn{j}");
-                    up.push((
-                        name.clone(),
-                        Block::Attn(Attention::new(at(vs, &name), ch, config.heads)),
-                    ));
+        let low = ch[levels - 1];
+        let mid_block = c.mid_block_type.map(|_| {
+            let vs = vs / "mid_block";
+            MidBlock {
+                resnets: [0, 1].map(|j| ResnetBlock2D::new(&vs / "resnets" / j, c, low, low)),
+                attention: c
+                    .add_attention
+                    .then(|| Attention::new(&vs / "attentions" / 0, c, low)),
+            }
+        });
+        let mut up_blocks = Vec::new();
+        let mut prev = low;
+        for (i, kind) in c.up_block_types.iter().enumerate() {
+            let vs = vs / "up_blocks" / i;
+            let out = ch[levels - 1 - i];
+            let attn = *kind == UpBlockType::AttnUpBlock2D;
+            let mut block = UpBlock {
+                resnets: Vec::new(),
+                attentions: Vec::new(),
+                upsampler: None,
+            };
+            for j in 0..=c.layers_per_block {
+                let skip = skips.pop().expect("one skip per up resnet");
+                let from = if j == 0 { prev } else { out };
+                block.resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, c, from + skip, out));
+                if attn {
+                    block.attentions.push(Attention::new(&vs / "attentions" / j, c, out));
                 }
             }
-            if i > 0 {
-                let name = format!("up.{i}.upsample");
-                up.push((name.clone(), Block::Up(conv3(at(vs, &name), ch, ch, 1))));
+            if i + 1 < levels {
+                block.upsampler = Some(conv(&vs / "upsamplers" / 0 / "conv", out, out, 3, 1));
             }
+            prev = out;
+            up_blocks.push(block);
         }
         Ok(Self {
-            time1: nn::linear(at(vs, "time.0"), c, emb, Default::default()),
-            time2: nn::linear(at(vs, "time.1"), emb, emb, Default::default()),
-            class_emb: config
-                .num_classes
-                .map(|k| nn::embedding(vs / "class_emb", k + 1, emb, Default::default())),
-            conv_in: conv3(vs / "conv_in", config.in_channels, c, 1),
-            down,
-            mid,
-            up,
-            norm_out: norm(vs / "norm_out", ch),
-            conv_out: zero_conv3(vs / "conv_out", ch, config.in_channels),
+            conv_in: conv(vs / "conv_in", c.in_channels, ch[0], 3, 1),
+            linear_1: linear(vs / "time_embedding" / "linear_1", ch[0], temb),
+            linear_2: linear(vs / "time_embedding" / "linear_2", temb, temb),
+            class_embedding: c
+                .num_class_embeds
+                .map(|k| nn::embedding(vs / "class_embedding", k, temb, Default::default())),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(vs / "conv_norm_out", c, ch[0]),
+            conv_out: conv(vs / "conv_out", ch[0], c.out_channels, 3, 1),
             config,
         })
     }
 
-    /// How much the model downsamples: inputs must be divisible by it.
-    pub fn factor(&self) -> i64 {
-        1 << (self.config.channel_mults.len() - 1)
-    }
-
     // ANCHOR: unet_forward
+    /// ε_θ(x_t, t, y). Without labels, a class-conditional model gets the
+    /// null class (the last embedding row) for every image.
     pub fn forward_t(
         &self,
         x: &Tensor,
@@ -355,82 +550,71 @@ impl UNet {
         train: bool,
         tr: &mut Trace,
     ) -> Result<Tensor> {
-        check_inputs(
-            x,
-            t,
-            y,
-            self.config.in_channels,
-            self.factor(),
-            self.config.num_classes,
-        )?;
+        let c = &self.config;
+        check_inputs(x, t, y, c.in_channels, c.factor(), c.num_classes())?;
         // One conditioning vector per image: MLP(emb(t)) + class embedding.
-        let time_in = timestep_embedding(t, self.config.channels)?;
-        let time = self.time2.forward(&self.time1.forward(&time_in).silu());
-        tr.linear("time.0", &self.time1, &time);
-        tr.linear("time.1", &self.time2, &time);
-        let emb = match (&self.class_emb, self.config.num_classes) {
-            (Some(e), Some(k)) => {
-                let class = e.forward(&labels_or_null(y, x.size()[0], k, x.device()));
-                tr.record("class_emb", &class, &[&e.ws], 0);
-                time + class
-            }
-            _ => time,
-        };
+        let t_emb = sinusoidal_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
+        let mut emb = self.linear_2.forward(&self.linear_1.forward(&t_emb).silu());
+        let (l1, l2) = (&self.linear_1, &self.linear_2);
+        let macs = (l1.ws.numel() + l2.ws.numel()) as i64;
+        tr.record("time_embedding", &emb, &[&l1.ws, &l2.ws, l1.bs.as_ref().unwrap(), l2.bs.as_ref().unwrap()], macs);
+        if let (Some(e), Some(k)) = (&self.class_embedding, c.num_classes()) {
+            let labels = crate::labels_or_null(y, x.size()[0], k, x.device());
+            emb = emb + e.forward(&labels);
+            tr.record("class_embedding", &emb, &[&e.ws], 0);
+        }
         let mut h = self.conv_in.forward(x);
         tr.conv("conv_in", &self.conv_in, &[], &h);
+        // Every resnet (and downsampler) output on the way down is a skip.
         let mut skips = vec![h.shallow_clone()];
-        for (name, block) in &self.down {
-            h = self.block(block, &h, &emb, train, name, tr);
-            if !matches!(block, Block::Attn(_)) {
-                skips.push(h.shallow_clone()); // attention refines the skip it follows
-            } else {
-                *skips.last_mut().unwrap() = h.shallow_clone();
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                h = resnet.forward(&h, &emb, train);
+                resnet.trace(&format!("down_blocks.{i}.resnets.{j}"), &h, tr);
+                if let Some(a) = block.attentions.get(j) {
+                    h = a.forward(&h);
+                    a.trace(&format!("down_blocks.{i}.attentions.{j}"), &h, tr);
+                }
+                skips.push(h.shallow_clone());
+            }
+            if let Some(d) = &block.downsampler {
+                h = d.forward(&h);
+                tr.conv(&format!("down_blocks.{i}.downsamplers.0"), d, &[], &h);
+                skips.push(h.shallow_clone());
             }
         }
-        for (name, block) in &self.mid {
-            h = self.block(block, &h, &emb, train, name, tr);
-        }
-        for (name, block) in &self.up {
-            if let Block::Res(_) = block {
-                h = Tensor::cat(&[&h, &skips.pop().unwrap()], 1);
+        if let Some(mid) = &self.mid_block {
+            h = mid.resnets[0].forward(&h, &emb, train);
+            mid.resnets[0].trace("mid_block.resnets.0", &h, tr);
+            if let Some(a) = &mid.attention {
+                h = a.forward(&h);
+                a.trace("mid_block.attentions.0", &h, tr);
             }
-            h = self.block(block, &h, &emb, train, name, tr);
+            h = mid.resnets[1].forward(&h, &emb, train);
+            mid.resnets[1].trace("mid_block.resnets.1", &h, tr);
         }
-        let out = self.conv_out.forward(&self.norm_out.forward(&h).silu());
-        tr.conv(
-            "conv_out",
-            &self.conv_out,
-            &Trace::norm_params(&self.norm_out),
-            &out,
-        );
+        // On the way up, each resnet takes the newest skip, concatenated.
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("one skip per up resnet");
+                h = resnet.forward(&Tensor::cat(&[&h, &skip], 1), &emb, train);
+                resnet.trace(&format!("up_blocks.{i}.resnets.{j}"), &h, tr);
+                if let Some(a) = block.attentions.get(j) {
+                    h = a.forward(&h);
+                    a.trace(&format!("up_blocks.{i}.attentions.{j}"), &h, tr);
+                }
+            }
+            if let Some(u) = &block.upsampler {
+                let s = h.size();
+                h = u.forward(&h.upsample_nearest2d([s[2] * 2, s[3] * 2], 2.0, 2.0));
+                tr.conv(&format!("up_blocks.{i}.upsamplers.0"), u, &[], &h);
+            }
+        }
+        let out = self.conv_out.forward(&self.conv_norm_out.forward(&h).silu());
+        tr.conv("conv_out", &self.conv_out, &Trace::norm_params(&self.conv_norm_out), &out);
         Ok(out)
     }
     // ANCHOR_END: unet_forward
-
-    fn block(
-        &self,
-        b: &Block,
-        h: &Tensor,
-        emb: &Tensor,
-        train: bool,
-        name: &str,
-        tr: &mut Trace,
-    ) -> Tensor {
-        match b {
-            Block::Res(r) => r.forward(h, emb, train, name, tr),
-            Block::Attn(a) => a.forward(h, name, tr),
-            Block::Down(c) => {
-                let out = c.forward(h);
-                tr.conv(name, c, &[], &out);
-                out
-            }
-            Block::Up(c) => {
-                let out = c.forward(&upsample(h));
-                tr.conv(name, c, &[], &out);
-                out
-            }
-        }
-    }
 }
 
 impl NoisePredictor for UNet {
@@ -439,6 +623,6 @@ impl NoisePredictor for UNet {
     }
 
     fn num_classes(&self) -> Option<i64> {
-        self.config.num_classes
+        self.config.num_classes()
     }
 }

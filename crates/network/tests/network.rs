@@ -37,7 +37,8 @@ fn models(in_ch: i64) -> Vec<(&'static str, nn::VarStore, Box<dyn NoisePredictor
         &vs2.root(),
         UNetConfig {
             in_channels: in_ch,
-            ..Default::default()
+            out_channels: in_ch,
+            ..UNetConfig::fashion()
         },
     )
     .unwrap();
@@ -103,7 +104,7 @@ fn dropout_only_in_training_mode() {
         &vs.root(),
         UNetConfig {
             dropout: 0.3,
-            ..Default::default()
+            ..UNetConfig::fashion()
         },
     )
     .unwrap();
@@ -120,20 +121,9 @@ fn dropout_only_in_training_mode() {
 }
 
 #[test]
-fn fresh_unet_predicts_zero_and_every_parameter_gets_gradient() {
+fn every_parameter_gets_gradient() {
     tch::manual_seed(3);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let m = UNet::new(&vs.root(), UNetConfig::default()).unwrap();
     let (x, t, y) = input(2, 1, 28);
-    // Zero-initialised output conv: a new model starts by predicting ε̂ = 0.
-    assert_eq!(
-        m.predict(&x, &t, Some(&y), false)
-            .unwrap()
-            .abs()
-            .max()
-            .double_value(&[]),
-        0.0
-    );
     for (name, vs, m) in models(1) {
         let out = m.predict(&x, &t, Some(&y), false).unwrap();
         (out * Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu)))
@@ -244,8 +234,8 @@ fn bad_inputs_get_clear_errors() {
     assert!(UNet::new(
         &vs.root(),
         UNetConfig {
-            channel_mults: vec![],
-            ..Default::default()
+            block_out_channels: vec![],
+            ..UNetConfig::fashion()
         }
     )
     .is_err());
@@ -286,7 +276,7 @@ fn trace_counts_parameters_and_macs_exactly() {
     assert_eq!(tr.total_macs(), want);
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let u = UNet::new(&vs.root(), UNetConfig::default()).unwrap();
+    let u = UNet::new(&vs.root(), UNetConfig::fashion()).unwrap();
     let mut tr = Trace::on();
     let _ = u.forward_t(&x, &t, Some(&y), false, &mut tr).unwrap();
     let total: i64 = vs.variables().values().map(|v| v.numel() as i64).sum();
@@ -294,7 +284,12 @@ fn trace_counts_parameters_and_macs_exactly() {
     assert!(tr
         .layers
         .iter()
-        .any(|l| l.name == "mid.attn" && l.shape == [1, 64, 7, 7]));
+        .any(|l| l.name == "mid_block.attentions.0" && l.shape == [1, 64, 7, 7]));
+    // conv_in (28·28·32·1·9) and the last up resnet's convs, by hand.
+    let row = |n: &str| tr.layers.iter().find(|l| l.name == n).unwrap().macs;
+    assert_eq!(row("conv_in"), 28 * 28 * 32 * 9);
+    let up = "up_blocks.2.resnets.1"; // cat(32 + 32) → 32, 1×1 shortcut 64 → 32, emb 128 → 32
+    assert_eq!(row(up), conv(28, 32, 64) + conv(28, 32, 32) + 28 * 28 * 32 * 64 + 128 * 32);
 }
 
 #[test]
@@ -318,3 +313,58 @@ fn full_res_skip_adds_one_input_conv_and_old_configs_load_without_it() {
     assert_eq!(old, seed);
 }
 
+
+#[test]
+fn diffusers_config_round_trips_and_unsupported_settings_are_refused() {
+    let c = UNetConfig::fashion();
+    assert_eq!(UNetConfig::from_diffusers_json(&c.to_diffusers_json()).unwrap(), c);
+    // Missing fields take diffusers' defaults.
+    let d = UNetConfig::from_diffusers_json("{}").unwrap();
+    assert_eq!(d, UNetConfig::diffusers_default());
+    let err = |json: &str| UNetConfig::from_diffusers_json(json).unwrap_err().to_string();
+    let e = err(r#"{"time_embedding_type": "fourier"}"#);
+    assert!(e.contains("time_embedding_type") && e.contains("not supported"), "{e}");
+    let e = err(r#"{"resnet_time_scale_shift": "scale_shift"}"#);
+    assert!(e.contains("resnet_time_scale_shift"), "{e}");
+    // Defaults of those settings are accepted, also written as other numbers.
+    assert!(UNetConfig::from_diffusers_json(r#"{"mid_block_scale_factor": 1.0, "act_fn": "silu"}"#).is_ok());
+    let e = err(r#"{"cross_attention_dim": 768}"#);
+    assert!(e.contains("cross_attention_dim"), "{e}");
+    let e = err(r#"{"_class_name": "UNet2DConditionModel"}"#);
+    assert!(e.contains("UNet2DConditionModel"), "{e}");
+    let e = err(r#"{"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#);
+    assert!(e.contains("CrossAttnDownBlock2D"), "{e}");
+    let e = err(r#"{"attention_head_dim": [8, 8, 8, 8]}"#);
+    assert!(e.contains("attention_head_dim"), "{e}");
+    // Inconsistent configs are refused before anything is built.
+    let e = err(r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"]}"#);
+    assert!(e.contains("one block type per level"), "{e}");
+    let bad = UNetConfig {
+        norm_num_groups: 7,
+        ..UNetConfig::fashion()
+    };
+    assert!(bad.validate().unwrap_err().to_string().contains("norm_num_groups = 7"));
+    let bad = UNetConfig {
+        attention_head_dim: Some(24),
+        ..UNetConfig::fashion()
+    };
+    assert!(bad.validate().unwrap_err().to_string().contains("attention_head_dim = 24"));
+}
+
+#[test]
+fn diffusers_embedding_conventions() {
+    use network::sinusoidal_embedding;
+    let t = Tensor::from_slice(&[0i64, 5, 999]);
+    // flip = false, shift = 0 is the DDPM embedding of (2).
+    let ddpm = network::timestep_embedding(&t, 32).unwrap();
+    let ours = sinusoidal_embedding(&t, 32, false, 0);
+    assert!(ours.allclose(&ddpm, 1e-4, 1e-4, false));
+    // flip swaps the halves exactly.
+    let flipped = sinusoidal_embedding(&t, 32, true, 0);
+    assert!(flipped.narrow(1, 0, 16).equal(&ours.narrow(1, 16, 16)));
+    assert!(flipped.narrow(1, 16, 16).equal(&ours.narrow(1, 0, 16)));
+    // shift = 1: ω_i = 10000^(−i/15), so the slowest sine at t = 999 is sin(999 · 10000^(−1)).
+    let shifted = Vec::<f32>::try_from(sinusoidal_embedding(&t, 32, false, 1).get(2)).unwrap();
+    let want = (999.0f64 * 10000f64.powf(-15.0 / 15.0)).sin();
+    assert!((shifted[15] as f64 - want).abs() < 1e-5, "{} vs {want}", shifted[15]);
+}

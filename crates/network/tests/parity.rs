@@ -100,3 +100,93 @@ fn seed_unet_matches_pytorch_both_ways() {
     assert!(max_diff(&got_cond, &out_cond) > 1e-3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One config both ways through diffusers' UNet2DModel (scripts/parity/diffusers_unet.py).
+fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
+    use network::UNet;
+    tch::manual_seed(7);
+    let dir = std::env::temp_dir().join(format!("unet-parity-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = UNet::new(&vs.root(), cfg.clone()).unwrap();
+    vs.save(dir.join("unet_rust.safetensors")).unwrap();
+    let c = cfg.in_channels;
+    let x = Tensor::randn([4, c, hw, hw], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[0i64, 17, 500, 999]);
+    let y = Tensor::from_slice(&[0i64, 3, 9, 10]); // 10 = the null class
+    let run = |m: &UNet| {
+        tch::no_grad(|| {
+            (
+                m.forward_t(&x, &t, Some(&y), false, &mut Trace::off()).unwrap(),
+                m.forward_t(&x, &t, None, false, &mut Trace::off()).unwrap(),
+            )
+        })
+    };
+    let (out_cond, out_uncond) = run(&model);
+    Tensor::write_safetensors(
+        &[("x", &x), ("t", &t), ("y", &y), ("out_cond", &out_cond), ("out_uncond", &out_uncond)],
+        dir.join("inputs.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_diffusers_json()).unwrap();
+
+    let run_py = Command::new(venv_python())
+        .arg(repo_root().join("scripts/parity/diffusers_unet.py"))
+        .arg(&dir)
+        .arg("--tol")
+        .arg(TOL.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run_py.stdout);
+    for line in stdout.lines().chain(String::from_utf8_lossy(&run_py.stderr).lines()) {
+        println!("[{name}] {line}");
+    }
+    assert!(run_py.status.success(), "[{name}] Rust weights in diffusers differ by more than {TOL}");
+    assert_eq!(stdout.matches("max |Δ|").count(), 2, "both outputs were compared");
+
+    // diffusers → Rust: its own config.json reads back as the same config,
+    // and its state_dict loads into ours, every tensor used.
+    let saved = std::fs::read_to_string(dir.join("saved/config.json")).unwrap();
+    assert_eq!(network::UNetConfig::from_diffusers_json(&saved).unwrap(), cfg, "[{name}] config.json");
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let model2 = UNet::new(&vs2.root(), cfg).unwrap();
+    let theirs = Tensor::read_safetensors(dir.join("unet_torch.safetensors")).unwrap();
+    assert_eq!(theirs.len(), vs2.variables().len(), "[{name}] same number of tensors");
+    vs2.load(dir.join("unet_torch.safetensors")).unwrap();
+    let want: std::collections::HashMap<_, _> =
+        Tensor::read_safetensors(dir.join("out_torch.safetensors")).unwrap().into_iter().collect();
+    let (got_cond, got_uncond) = run(&model2);
+    let (d1, d2) = (max_diff(&got_cond, &want["out_cond"]), max_diff(&got_uncond, &want["out_uncond"]));
+    println!("[{name}] diffusers weights -> rust  out_cond max |Δ| = {d1:.3e}, out_uncond max |Δ| = {d2:.3e}");
+    assert!(d1 <= TOL && d2 <= TOL, "[{name}] diffusers weights in Rust differ: {d1:e}, {d2:e}");
+    // Two different initialisations give different outputs: the agreement is not vacuous.
+    assert!(max_diff(&got_cond, &out_cond) > 1e-3, "[{name}] the two inits agree");
+    assert!(max_diff(&got_cond, &got_uncond) > 1e-4, "[{name}] the class is ignored");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unet_with_attention_matches_diffusers_both_ways() {
+    unet_parity("attention", network::UNetConfig::fashion(), 28);
+}
+
+#[test]
+fn unet_without_attention_matches_diffusers_both_ways() {
+    use network::{DownBlockType::DownBlock2D, UNetConfig, UpBlockType::UpBlock2D};
+    // Two layers per block, the other embedding convention, 3 channels at 32×32.
+    let cfg = UNetConfig {
+        sample_size: Some(32),
+        in_channels: 3,
+        out_channels: 3,
+        block_out_channels: vec![32, 48],
+        layers_per_block: 2,
+        down_block_types: vec![DownBlock2D, DownBlock2D],
+        up_block_types: vec![UpBlock2D, UpBlock2D],
+        add_attention: false,
+        norm_num_groups: 16,
+        flip_sin_to_cos: false,
+        freq_shift: 1,
+        ..UNetConfig::fashion()
+    };
+    unet_parity("no-attention", cfg, 32);
+}

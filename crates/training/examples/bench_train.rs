@@ -37,6 +37,8 @@ fn main() {
             schedule: "linear".into(),
             timesteps: 1000,
             prediction: Prediction::Epsilon,
+            loss_weighting: Default::default(),
+            lr_schedule: Default::default(),
             optimizer: AdamConfig {
                 lr: 1e-3,
                 ..Default::default()

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use training::{Prediction, TrainConfig, TrainError, Trainer};
+use training::{LossWeighting, LrSchedule, Prediction, TrainConfig, TrainError, Trainer};
 use util::plot::{line_panels, Series};
 
 #[derive(Parser)]
@@ -25,12 +25,35 @@ struct Args {
     /// Folder with the dataset files.
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
-    /// seed (SeedUNet) or unet (UNet).
+    /// seed (SeedUNet) or unet (UNet, diffusers' UNet2DModel layout).
     #[arg(long, default_value = "seed")]
     model: String,
-    /// Base width C of the model.
+    /// SeedUNet: base width C.
     #[arg(long, default_value_t = 64)]
     channels: i64,
+    /// UNet: channels per level, highest resolution first.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+    block_out_channels: Vec<i64>,
+    /// UNet: levels (0 = full resolution) whose blocks have self-attention.
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    attention_levels: Vec<usize>,
+    /// UNet: GroupNorm groups.
+    #[arg(long, default_value_t = 8)]
+    norm_num_groups: i64,
+    /// UNet: ResnetBlock2Ds per down block.
+    #[arg(long, default_value_t = 1)]
+    layers_per_block: usize,
+    /// UNet: a diffusers UNet2DModel config.json instead of the flags above.
+    #[arg(long)]
+    unet_config: Option<PathBuf>,
+    /// Stop after this many minutes of training in all (a resumed run counts
+    /// the time before); the step count still caps the run.
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Stop after this many CPU-minutes (user + system time of all threads,
+    /// so 2 threads for 15 minutes are 30): a fair budget on a shared machine.
+    #[arg(long)]
+    cpu_minutes: Option<f64>,
     /// SeedUNet only: add a full-resolution path from x_t to the output
     /// (the seed layout has none; the shipped model uses it).
     #[arg(long)]
@@ -59,6 +82,15 @@ struct Args {
     weight_decay: f64,
     #[arg(long, default_value_t = 100)]
     warmup: i64,
+    /// Learning rate after warm-up: constant, or cosine (down to
+    /// --final-lr-fraction × lr at --steps).
+    #[arg(long, default_value = "constant")]
+    lr_decay: String,
+    #[arg(long, default_value_t = 0.1)]
+    final_lr_fraction: f64,
+    /// uniform (L_simple) or min-snr-GAMMA (e.g. min-snr-5).
+    #[arg(long, default_value = "uniform")]
+    loss_weighting: LossWeighting,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
@@ -112,12 +144,7 @@ impl Args {
                 full_res_skip: self.full_res_skip,
             }),
             "unet" if self.full_res_skip => bail!("--full-res-skip is a SeedUNet option (the UNet has full-resolution blocks)"),
-            "unet" => ModelConfig::Unet(UNetConfig {
-                in_channels: channels,
-                channels: self.channels,
-                num_classes: classes,
-                ..Default::default()
-            }),
+            "unet" => ModelConfig::Unet(self.unet(channels, classes)?),
             m => bail!("unknown model '{m}': use seed or unet"),
         };
         Ok(TrainConfig {
@@ -125,12 +152,21 @@ impl Args {
             schedule: self.schedule.clone(),
             timesteps: self.timesteps,
             prediction: self.prediction,
+            loss_weighting: self.loss_weighting,
             optimizer: AdamConfig {
                 lr: self.lr,
                 weight_decay: self.weight_decay,
                 ..Default::default()
             },
             warmup: self.warmup,
+            lr_schedule: match self.lr_decay.as_str() {
+                "constant" => LrSchedule::Constant,
+                "cosine" => LrSchedule::Cosine {
+                    total_steps: self.steps,
+                    final_fraction: self.final_lr_fraction,
+                },
+                d => bail!("--lr-decay {d}: use constant or cosine"),
+            },
             grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
             ema_decay: self.ema_decay,
             p_uncond: if self.unconditional {
@@ -142,6 +178,46 @@ impl Args {
             seed: self.seed,
             dataset: format!("{:?}", self.dataset),
         })
+    }
+}
+
+impl Args {
+    fn unet(&self, channels: i64, classes: Option<i64>) -> Result<UNetConfig> {
+        use network::{DownBlockType, UpBlockType};
+        if let Some(path) = &self.unet_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--unet-config {}: cannot read it", path.display()))?;
+            let c = UNetConfig::from_diffusers_json(&text)
+                .with_context(|| format!("--unet-config {}", path.display()))?;
+            if c.in_channels != channels || c.num_classes() != classes {
+                bail!("--unet-config {}: in_channels = {} and num_class_embeds = {:?}, but the data needs {channels} channel(s) and {:?} (classes + 1 null row)", path.display(), c.in_channels, c.num_class_embeds, classes.map(|k| k + 1));
+            }
+            return Ok(c);
+        }
+        let levels = self.block_out_channels.len();
+        if let Some(l) = self.attention_levels.iter().find(|&&l| l >= levels) {
+            bail!("--attention-levels {l}: the UNet has levels 0..{levels}");
+        }
+        let attn = |i: usize| self.attention_levels.contains(&i);
+        let c = UNetConfig {
+            sample_size: Some(if channels == 3 { 32 } else { 28 }),
+            in_channels: channels,
+            out_channels: channels,
+            block_out_channels: self.block_out_channels.clone(),
+            layers_per_block: self.layers_per_block,
+            down_block_types: (0..levels)
+                .map(|i| if attn(i) { DownBlockType::AttnDownBlock2D } else { DownBlockType::DownBlock2D })
+                .collect(),
+            up_block_types: (0..levels)
+                .rev()
+                .map(|i| if attn(i) { UpBlockType::AttnUpBlock2D } else { UpBlockType::UpBlock2D })
+                .collect(),
+            norm_num_groups: self.norm_num_groups,
+            num_class_embeds: classes.map(|k| k + 1),
+            ..UNetConfig::fashion()
+        };
+        c.validate()?;
+        Ok(c)
     }
 }
 
@@ -209,8 +285,18 @@ fn main() {
         bar.set_style(ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps | loss {msg} | {per_sec} | ETA {eta}",
         )?);
-        let (mut window, start) = (Vec::new(), Instant::now());
-        while trainer.step < args.steps {
+        // Seconds spent before this run (the log's last row), so that
+        // --minutes and the logged times count the whole training.
+        let before = log.last().map_or(0.0, |r| r[3]);
+        let cpu_before = log.last().and_then(|r| r.get(4).copied()).unwrap_or(0.0);
+        let (budget, cpu_budget) = (args.minutes.map(|m| m * 60.0), args.cpu_minutes.map(|m| m * 60.0));
+        let (mut window, start, cpu_start) = (Vec::new(), Instant::now(), util::cpu_seconds());
+        let cpu = || cpu_before + util::cpu_seconds() - cpu_start;
+        let over = |start: &Instant| {
+            budget.is_some_and(|b| before + start.elapsed().as_secs_f64() >= b)
+                || cpu_budget.is_some_and(|b| cpu() >= b)
+        };
+        while trainer.step < args.steps && !over(&start) {
             let (x0, y) = batches.get(trainer.step);
             let loss = match trainer.train_step(&x0, &y) {
                 Ok(l) => l,
@@ -226,28 +312,31 @@ fn main() {
             };
             window.push(loss);
             bar.inc(1);
-            if trainer.step % 25 == 0 || trainer.step == args.steps {
+            let last = trainer.step == args.steps || over(&start);
+            if trainer.step % 25 == 0 || last {
                 let mean = window.iter().sum::<f64>() / window.len() as f64;
                 bar.set_message(format!("{mean:.4}"));
                 log.push(vec![
                     trainer.step as f64,
                     mean,
                     trainer.lr(),
-                    start.elapsed().as_secs_f64(),
+                    before + start.elapsed().as_secs_f64(),
+                    cpu(),
                 ]);
                 window.clear();
             }
-            if trainer.step % args.checkpoint_every == 0 || trainer.step == args.steps {
+            if trainer.step % args.checkpoint_every == 0 || last {
                 trainer.save(&rot.path(trainer.step))?;
                 rot.prune()?;
-                util::write_csv(&csv, &["step", "loss", "lr", "seconds"], &log)?;
+                util::write_csv(&csv, &["step", "loss", "lr", "seconds", "cpu_seconds"], &log)?;
             }
         }
         bar.finish();
-        let secs = start.elapsed().as_secs_f64();
+        let secs = before + start.elapsed().as_secs_f64();
         println!(
-            "trained to step {} in {secs:.0} s; checkpoint {}",
+            "trained to step {} in {secs:.0} s ({:.0} CPU-s) in all; checkpoint {}",
             trainer.step,
+            cpu(),
             rot.path(trainer.step).display()
         );
         plot_loss(&log, &args.out.join("loss.png"))?;

@@ -87,13 +87,58 @@ pub fn drop_labels(labels: &Tensor, num_classes: i64, p_uncond: f64) -> Tensor {
 }
 // ANCHOR_END: drop_labels
 
+/// How the per-timestep losses are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LossWeighting {
+    /// Every t counts alike: L_simple (Ho et al. 2020).
+    #[default]
+    Uniform,
+    /// Min-SNR-γ (Hang et al. 2023): the weight that turns the loss into an
+    /// x_0 error weighted by min(SNR(t), γ), so the low-noise steps, which are
+    /// easy, stop dominating the gradient.
+    MinSnr { gamma: f64 },
+}
+
+impl std::str::FromStr for LossWeighting {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let gamma = s.strip_prefix("min-snr-").map(|g| g.parse::<f64>());
+        match (s, gamma) {
+            ("uniform", _) => Ok(Self::Uniform),
+            (_, Some(Ok(gamma))) if gamma.is_finite() && gamma > 0.0 => Ok(Self::MinSnr { gamma }),
+            _ => Err(format!("unknown loss weighting '{s}': use uniform or min-snr-GAMMA (e.g. min-snr-5)")),
+        }
+    }
+}
+
+// ANCHOR: loss_weight
+/// The weight of each image's loss. With x̂_0 errors weighted by min(SNR, γ),
+/// an ε-error carries 1/SNR of that and a v-error 1/(SNR + 1), hence:
+/// ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1), x_0: min(SNR, γ).
+pub fn loss_weight(w: LossWeighting, kind: Prediction, s: &Schedule, t: &Timesteps) -> Option<Tensor> {
+    let LossWeighting::MinSnr { gamma } = w else {
+        return None;
+    };
+    let snr = s.snr.index_select(0, t.tensor());
+    let clipped = snr.clamp_max(gamma);
+    Some(match kind {
+        Prediction::Epsilon => clipped / snr,
+        Prediction::Velocity => clipped / (snr + 1.0),
+        Prediction::Sample => clipped,
+    })
+}
+// ANCHOR_END: loss_weight
+
 // ANCHOR: loss
-/// The simple DDPM loss (Algorithm 1; eq. 14 for ε-prediction):
-/// t ~ U{0..T−1}, ε ~ N(0, I), x_t = q_sample(x_0, t, ε), MSE(target, model(x_t, t, y)).
+/// The DDPM loss (Algorithm 1; eq. 14 for ε-prediction):
+/// t ~ U{0..T−1}, ε ~ N(0, I), x_t = q_sample(x_0, t, ε), MSE(target, model(x_t, t, y)),
+/// each image's error weighted by `loss_weight` (1 for L_simple).
 pub fn loss(
     model: &dyn NoisePredictor,
     s: &Schedule,
     prediction: Prediction,
+    weighting: LossWeighting,
     x0: &Tensor,
     y: Option<&Tensor>,
 ) -> Result<Tensor> {
@@ -101,9 +146,27 @@ pub fn loss(
     let noise = x0.randn_like();
     let x_t = s.q_sample(x0, &t, &noise)?;
     let out = model.predict(&x_t, t.tensor(), y, true)?;
-    Ok(out.mse_loss(&target(prediction, s, x0, &noise, &t), Reduction::Mean))
+    let target = target(prediction, s, x0, &noise, &t);
+    Ok(match loss_weight(weighting, prediction, s, &t) {
+        None => out.mse_loss(&target, Reduction::Mean),
+        Some(w) => {
+            let per_image = (out - target).square().flatten(1, -1).mean_dim(1, false, Kind::Float);
+            (per_image * w).mean(Kind::Float)
+        }
+    })
 }
 // ANCHOR_END: loss
+
+/// The learning rate after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// Half a cosine from lr down to `final_fraction`·lr at `total_steps`,
+    /// then constant.
+    Cosine { total_steps: i64, final_fraction: f64 },
+}
 
 /// Everything that defines a training run; stored in every checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -112,9 +175,13 @@ pub struct TrainConfig {
     pub schedule: String,
     pub timesteps: usize,
     pub prediction: Prediction,
+    #[serde(default)]
+    pub loss_weighting: LossWeighting,
     pub optimizer: AdamConfig,
     /// Linear learning-rate warm-up over this many steps.
     pub warmup: i64,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     pub grad_clip: Option<f64>,
     pub ema_decay: f64,
     /// Probability of replacing a label by the null class (classifier-free guidance).
@@ -154,6 +221,16 @@ impl TrainConfig {
         }
         if self.optimizer.lr <= 0.0 || self.warmup < 0 || self.grad_clip.is_some_and(|c| c <= 0.0) {
             return bad("lr and grad_clip must be positive, warmup non-negative".into());
+        }
+        if let LossWeighting::MinSnr { gamma } = self.loss_weighting {
+            if !(gamma.is_finite() && gamma > 0.0) {
+                return bad(format!("min-SNR gamma = {gamma}: must be positive"));
+            }
+        }
+        if let LrSchedule::Cosine { total_steps, final_fraction } = self.lr_schedule {
+            if total_steps < 1 || !(0.0..=1.0).contains(&final_fraction) {
+                return bad(format!("cosine schedule to step {total_steps} ending at {final_fraction}×lr: needs at least 1 step and a fraction in [0, 1]"));
+            }
         }
         self.schedule.parse::<ScheduleKind>()?;
         Ok(())
@@ -209,15 +286,26 @@ impl Trainer {
         })
     }
 
-    /// The learning rate at the current step (linear warm-up, then constant).
+    /// The learning rate at the current step: linear warm-up, then the schedule.
     pub fn lr(&self) -> f64 {
-        let w = self.config.warmup;
-        let scale = if w > 0 {
-            ((self.step + 1) as f64 / w as f64).min(1.0)
+        let (w, k) = (self.config.warmup, self.step);
+        let warm = if w > 0 {
+            ((k + 1) as f64 / w as f64).min(1.0)
         } else {
             1.0
         };
-        self.config.optimizer.lr * scale
+        let decay = match self.config.lr_schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine {
+                total_steps,
+                final_fraction,
+            } => {
+                let span = (total_steps - w).max(1) as f64;
+                let p = ((k - w).max(0) as f64 / span).min(1.0);
+                final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            }
+        };
+        self.config.optimizer.lr * warm * decay
     }
 
     // ANCHOR: train_step
@@ -233,6 +321,7 @@ impl Trainer {
             &*self.model,
             &self.schedule,
             self.config.prediction,
+            self.config.loss_weighting,
             x0,
             y.as_ref(),
         )?;

@@ -26,6 +26,8 @@ fn config(model: ModelConfig) -> TrainConfig {
         schedule: "linear".into(),
         timesteps: 1000,
         prediction: Prediction::Epsilon,
+        loss_weighting: Default::default(),
+        lr_schedule: Default::default(),
         optimizer: AdamConfig {
             lr: 1e-3,
             weight_decay: 0.01,
@@ -52,12 +54,14 @@ fn seed_model() -> ModelConfig {
 
 fn small_unet() -> ModelConfig {
     // Dropout on, so the per-step random state matters for exactness.
+    use network::{DownBlockType::*, UpBlockType::*};
     ModelConfig::Unet(UNetConfig {
-        channels: 32,
-        channel_mults: vec![1, 2],
-        num_classes: Some(4),
+        block_out_channels: vec![16, 32],
+        down_block_types: vec![DownBlock2D, AttnDownBlock2D],
+        up_block_types: vec![AttnUpBlock2D, UpBlock2D],
+        num_class_embeds: Some(5),
         dropout: 0.1,
-        ..Default::default()
+        ..UNetConfig::fashion()
     })
 }
 
@@ -325,4 +329,95 @@ fn checkpoint_bytes_are_deterministic_and_round_trip() {
         assert_eq!(back.tensors[n].kind(), t.kind());
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn min_snr_weights_match_the_closed_form() {
+    use training::{loss_weight, LossWeighting};
+    let s = Schedule::new(ScheduleKind::Linear, 1000, Device::Cpu).unwrap();
+    let ts = [0i64, 10, 100, 300, 999];
+    let t = s.timesteps(&Tensor::from_slice(&ts)).unwrap();
+    let gamma = 5.0;
+    let w = LossWeighting::MinSnr { gamma };
+    assert!(loss_weight(LossWeighting::Uniform, Prediction::Epsilon, &s, &t).is_none());
+    for (kind, f) in [
+        (Prediction::Epsilon, (|snr: f64, g: f64| snr.min(g) / snr) as fn(f64, f64) -> f64),
+        (Prediction::Velocity, |snr, g| snr.min(g) / (snr + 1.0)),
+        (Prediction::Sample, |snr, g| snr.min(g)),
+    ] {
+        let got = Vec::<f32>::try_from(loss_weight(w, kind, &s, &t).unwrap()).unwrap();
+        for (i, &k) in ts.iter().enumerate() {
+            let ab = s.alpha_bar_host[k as usize]; // f64 from the schedule's own host copy
+            let want = f(ab / (1.0 - ab), gamma);
+            assert!((got[i] as f64 - want).abs() <= 1e-5 * want.max(1.0), "{kind:?} t={k}: {} vs {want}", got[i]);
+        }
+    }
+    // Low noise (SNR > γ) is damped for ε; high noise keeps weight 1.
+    let eps = Vec::<f32>::try_from(loss_weight(w, Prediction::Epsilon, &s, &t).unwrap()).unwrap();
+    assert!(eps[0] < 1e-3 && (eps[4] - 1.0).abs() < 1e-6);
+    assert!("min-snr-5".parse::<LossWeighting>().unwrap() == w);
+    assert!("min-snr-0".parse::<LossWeighting>().is_err() && "snr".parse::<LossWeighting>().is_err());
+}
+
+#[test]
+fn weighted_loss_is_the_weighted_mean_of_per_image_errors() {
+    use training::{loss, LossWeighting};
+    let _g = serial();
+    let s = Schedule::new(ScheduleKind::Linear, 1000, Device::Cpu).unwrap();
+    tch::manual_seed(5);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model = seed_model().build(&vs.root()).unwrap();
+    let x0 = Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let w = LossWeighting::MinSnr { gamma: 5.0 };
+    // Replay the draws of `loss` (t, then ε) with the same seed, by hand.
+    tch::manual_seed(11);
+    let got = loss(&*model, &s, Prediction::Epsilon, w, &x0, None).unwrap().double_value(&[]);
+    tch::manual_seed(11);
+    let t = s.sample_timesteps(6);
+    let noise = x0.randn_like();
+    let x_t = s.q_sample(&x0, &t, &noise).unwrap();
+    let out = model.predict(&x_t, t.tensor(), None, true).unwrap();
+    let per = Vec::<f64>::try_from((out - &noise).square().to_kind(Kind::Double).mean_dim(&[1i64, 2, 3][..], false, Kind::Double)).unwrap();
+    let tv = Vec::<i64>::try_from(t.tensor()).unwrap();
+    let want: f64 = per
+        .iter()
+        .zip(&tv)
+        .map(|(e, &k)| {
+            let ab = s.alpha_bar_host[k as usize];
+            let snr = ab / (1.0 - ab);
+            e * snr.min(5.0) / snr
+        })
+        .sum::<f64>()
+        / 6.0;
+    assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    // Uniform weighting is plain MSE, which the weighted path must differ from here.
+    tch::manual_seed(11);
+    let plain = loss(&*model, &s, Prediction::Epsilon, LossWeighting::Uniform, &x0, None).unwrap().double_value(&[]);
+    let mean: f64 = per.iter().sum::<f64>() / 6.0;
+    assert!((plain - mean).abs() <= 1e-5 * mean && (plain - got).abs() > 1e-3 * mean);
+}
+
+#[test]
+fn cosine_learning_rate_schedule() {
+    use training::LrSchedule;
+    let _g = serial();
+    let mut c = config(seed_model());
+    c.optimizer.lr = 1e-3;
+    c.warmup = 10;
+    c.lr_schedule = LrSchedule::Cosine { total_steps: 110, final_fraction: 0.1 };
+    let mut tr = Trainer::new(c.clone(), Device::Cpu).unwrap();
+    let mut at = |k: i64| {
+        tr.step = k;
+        tr.lr()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(at(0), 1e-4)); // warm-up: (k + 1)/10
+    assert!(close(at(9), 1e-3));
+    assert!(close(at(10), 1e-3)); // the decay starts after the warm-up
+    assert!(close(at(60), 0.55e-3)); // half way: (1 + 0.1)/2
+    assert!(close(at(110), 1e-4));
+    assert!(close(at(500), 1e-4)); // constant after the end
+    assert!(at(30) > at(31));
+    c.lr_schedule = LrSchedule::Cosine { total_steps: 0, final_fraction: 0.1 };
+    assert!(Trainer::new(c, Device::Cpu).is_err());
 }

@@ -247,3 +247,16 @@ pub fn keep_freed_memory() {
     }
 }
 // ANCHOR_END: keep_freed_memory
+
+/// CPU time (user + system, all threads) this process has used so far, in
+/// seconds. Training budgets use it so that a run sharing the machine with
+/// other work still gets the compute it was promised.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The training-recipe A/B at equal CPU time (Training chapter, issue #16).
+#
+# Each row trains for BUDGET minutes of this machine's cores, counted as CPU
+# time (`train --cpu-minutes BUDGET×cores`, so that other work on the machine
+# does not shorten a row), then
+# draws 1000 per-class samples (DDIM-50, seed 0) at w = 3 and at w = 1 and
+# measures them with the evaluation crate. Finished rows are appended to
+# book/generated/recipe_ab.csv and skipped on the next run, and a row whose
+# training was interrupted resumes from its newest checkpoint (the budget
+# counts the time already spent), so the table can be built over several
+# sittings.
+#
+#   scripts/recipe-ab.sh                 # every row missing from the table, 15 min each
+#   scripts/recipe-ab.sh unet-a unet-a-minsnr   # just these rows
+#   BUDGET=60 TAG=60 scripts/recipe-ab.sh unet-a-minsnr   # a longer budget (rows named NAME@60)
+#   N=200 BUDGET=1 OUT_CSV=/tmp/ab.csv scripts/recipe-ab.sh seed   # a smoke test
+#
+# Training folders live in target/recipe-ab/ (not committed).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+BUDGET="${BUDGET:-15}"         # minutes of training per row, on all cores
+CORES="$(nproc)"
+N="${N:-1000}"                 # samples per guidance scale
+TAG="${TAG:-}"                 # suffix for rows at another budget
+CSV="${OUT_CSV:-book/generated/recipe_ab.csv}"
+WORK="$(target_dir)/recipe-ab"
+cargo build --quiet --release --example train --example sample --example evaluate
+bin="$(target_dir)/release/examples"
+
+# name | what changes | train flags (on top of the common ones below)
+ROWS=$(cat <<'EOF'
+seed|shipped recipe: SeedUNet C=64 + full-res path, ε, lr 2e-3, EMA 0.995|--model seed --channels 64 --full-res-skip --lr 2e-3 --ema-decay 0.995
+unet-a|UNet (32,64,64), ε, lr 1e-3, EMA 0.999|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999
+unet-a-minsnr|+ min-SNR-5 weighting|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+unet-a-v|v-prediction + min-SNR-5|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --prediction v
+unet-a-lr2e-3|lr 2e-3|--model unet --block-out-channels 32,64,64 --lr 2e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+unet-a-cosine|lr 2e-3, warm-up 200, cosine decay to 0.1×|--model unet --block-out-channels 32,64,64 --lr 2e-3 --warmup 200 --lr-decay cosine --ema-decay 0.999 --loss-weighting min-snr-5 --steps COSINE_STEPS
+unet-a-ema9995|EMA 0.9995|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.9995 --loss-weighting min-snr-5
+unet-a-b64|batch 64|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 64
+unet-a-b256|batch 256|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 256
+unet-s|UNet (16,32,64): cheaper|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+unet-b|UNet (32,64,128): more capacity at 7×7|--model unet --block-out-channels 32,64,128 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+EOF
+)
+COMMON="--dataset fashion-mnist --p-uncond 0.1 --seed 0 --samples 0 --checkpoint-every 250 --keep 1"
+
+if [ ! -f "$CSV" ]; then
+  echo "row,change,budget_min,steps,train_s,img_s,acc_w3,fd_w3,prec_w3,rec_w3,acc_w1,fd_w1,prec_w1,rec_w1,flags" > "$CSV"
+fi
+want=("$@")
+selected() { [ ${#want[@]} -eq 0 ] && return 0; local w; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+
+while IFS='|' read -r name change flags; do
+  [ -n "$name" ] || continue
+  selected "$name" || continue
+  row="$name${TAG:+@$TAG}"
+  if grep -q "^$row," "$CSV"; then echo "==> $row: in $CSV already"; continue; fi
+  dir="$WORK/$row"
+  mkdir -p "$dir"
+  # Cosine rows need their length in steps: the budget at the speed of the
+  # row's first 30 steps, measured on this machine.
+  if [[ "$flags" == *COSINE_STEPS* ]]; then
+    if [ ! -f "$dir/steps" ]; then
+      probe="$WORK/$row-probe"; rm -rf "$probe"
+      "$bin/train" ${flags/--steps COSINE_STEPS/} $COMMON --steps 30 --out "$probe" >/dev/null
+      python3 - "$probe/loss.csv" "$BUDGET" "$CORES" > "$dir/steps" <<'PY'
+import sys
+rows = [l.split(",") for l in open(sys.argv[1]).read().split("\n")[1:] if l]
+(s0, t0), (s1, t1) = (float(rows[0][0]), float(rows[0][3])), (float(rows[-1][0]), float(rows[-1][3]))
+(c0, c1) = float(rows[0][4]), float(rows[-1][4])
+print(int(float(sys.argv[2]) * float(sys.argv[3]) * 60 * (s1 - s0) / (c1 - c0)))
+PY
+      rm -rf "$probe"
+    fi
+    flags="${flags/COSINE_STEPS/$(cat "$dir/steps")}"
+  elif [[ "$flags" != *--steps* ]]; then
+    flags="$flags --steps 100000000"
+  fi
+  resume=""
+  ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && resume="--resume"
+  echo "==> $row: $change ($BUDGET min)"
+  nice -n 5 "$bin/train" $flags $COMMON --cpu-minutes "$(python3 -c "print($BUDGET * $CORES)")" --out "$dir" $resume
+  ckpt="$(ls "$dir"/ckpt-*.safetensors | tail -1)"
+  for w in 3 1; do
+    f="$dir/ddim50-w$w-n$N.safetensors"
+    [ -f "$f" ] && [ "$f" -nt "$ckpt" ] && continue
+    nice -n 5 "$bin/sample" --checkpoint "$ckpt" --sampler ddim --steps 50 --guidance "$w" \
+      --per-class $((N / 10)) --seed 0 --no-grid --save-tensors "$f"
+  done
+  "$bin/evaluate" --samples "$dir/ddim50-w3-n$N.safetensors" "$dir/ddim50-w1-n$N.safetensors" --csv "$dir/eval.csv"
+  python3 - "$row" "$change" "$BUDGET" "$dir" "$flags" "$CORES" >> "$CSV" <<'PY'
+import csv, sys
+row, change, budget, d, flags, cores = sys.argv[1:]
+log = [l.split(",") for l in open(f"{d}/loss.csv").read().split("\n")[1:] if l]
+steps, secs = int(float(log[-1][0])), float(log[-1][4]) / int(cores)  # core-seconds per core
+batch = int(flags.split("--batch-size ")[1].split()[0]) if "--batch-size" in flags else 128
+ev = list(csv.reader(open(f"{d}/eval.csv")))[1:]
+w3, w1 = ev[-2], ev[-1]
+f = lambda r: [f"{float(r[2]):.3f}", f"{float(r[3]):.2f}", f"{float(r[4]):.3f}", f"{float(r[5]):.3f}"]
+out = csv.writer(sys.stdout, lineterminator="\n")
+out.writerow([row, change, budget, steps, f"{secs:.0f}", f"{steps * batch / secs:.0f}", *f(w3), *f(w1), flags])
+PY
+  tail -1 "$CSV"
+done <<< "$ROWS"
