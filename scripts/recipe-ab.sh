@@ -13,8 +13,13 @@
 #
 #   scripts/recipe-ab.sh                 # every row missing from the table, 15 min each
 #   scripts/recipe-ab.sh unet-a unet-a-minsnr   # just these rows
-#   BUDGET=60 TAG=60 scripts/recipe-ab.sh unet-a-minsnr   # a longer budget (rows named NAME@60)
+#   STAGES=30,45,60 scripts/recipe-ab.sh unet-a-minsnr   # continue a row to longer budgets
+#                                        # (rows NAME@30, NAME@45, NAME@60, one run resumed)
 #   N=200 BUDGET=1 OUT_CSV=/tmp/ab.csv scripts/recipe-ab.sh seed   # a smoke test
+#
+# A constant-rate row at a longer budget is the same run continued, so its
+# first 15 minutes are the 15-minute row. A cosine row decays over its own
+# budget, so each of its budgets is a run of its own.
 #
 # Training folders live in target/recipe-ab/ (not committed).
 set -euo pipefail
@@ -23,9 +28,9 @@ cd "$ROOT"
 BUDGET="${BUDGET:-15}"         # minutes of training per row, on all cores
 CORES="$(nproc)"
 N="${N:-1000}"                 # samples per guidance scale
-TAG="${TAG:-}"                 # suffix for rows at another budget
+STAGES="${STAGES:-$BUDGET}"    # budgets to stop at and measure, ascending
 CSV="${OUT_CSV:-book/generated/recipe_ab.csv}"
-WORK="$(target_dir)/recipe-ab"
+WORK="${WORK:-$(target_dir)/recipe-ab}"
 cargo build --quiet --release --example train --example sample --example evaluate
 bin="$(target_dir)/release/examples"
 
@@ -52,45 +57,18 @@ fi
 want=("$@")
 selected() { [ ${#want[@]} -eq 0 ] && return 0; local w; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
-while IFS='|' read -r name change flags; do
-  [ -n "$name" ] || continue
-  selected "$name" || continue
-  row="$name${TAG:+@$TAG}"
-  if grep -q "^$row," "$CSV"; then echo "==> $row: in $CSV already"; continue; fi
-  dir="$WORK/$row"
-  mkdir -p "$dir"
-  # Cosine rows need their length in steps: the budget at the speed of the
-  # row's first 30 steps, measured on this machine.
-  if [[ "$flags" == *COSINE_STEPS* ]]; then
-    if [ ! -f "$dir/steps" ]; then
-      probe="$WORK/$row-probe"; rm -rf "$probe"
-      "$bin/train" ${flags/--steps COSINE_STEPS/} $COMMON --steps 30 --out "$probe" >/dev/null
-      python3 - "$probe/loss.csv" "$BUDGET" "$CORES" > "$dir/steps" <<'PY'
-import sys
-rows = [l.split(",") for l in open(sys.argv[1]).read().split("\n")[1:] if l]
-(s0, t0), (s1, t1) = (float(rows[0][0]), float(rows[0][3])), (float(rows[-1][0]), float(rows[-1][3]))
-(c0, c1) = float(rows[0][4]), float(rows[-1][4])
-print(int(float(sys.argv[2]) * float(sys.argv[3]) * 60 * (s1 - s0) / (c1 - c0)))
-PY
-      rm -rf "$probe"
-    fi
-    flags="${flags/COSINE_STEPS/$(cat "$dir/steps")}"
-  elif [[ "$flags" != *--steps* ]]; then
-    flags="$flags --steps 100000000"
-  fi
-  resume=""
-  ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && resume="--resume"
-  echo "==> $row: $change ($BUDGET min)"
-  nice -n 5 "$bin/train" $flags $COMMON --cpu-minutes "$(python3 -c "print($BUDGET * $CORES)")" --out "$dir" $resume
+# Samples at w = 3 and w = 1 from the newest checkpoint in $1, measured; one CSV row.
+measure() { # row change budget dir flags
+  local row="$1" change="$2" budget="$3" dir="$4" flags="$5" ckpt w f
   ckpt="$(ls "$dir"/ckpt-*.safetensors | tail -1)"
   for w in 3 1; do
-    f="$dir/ddim50-w$w-n$N.safetensors"
+    f="$dir/ddim50-w$w-n$N-$budget.safetensors"
     [ -f "$f" ] && [ "$f" -nt "$ckpt" ] && continue
     nice -n 5 "$bin/sample" --checkpoint "$ckpt" --sampler ddim --steps 50 --guidance "$w" \
       --per-class $((N / 10)) --seed 0 --no-grid --save-tensors "$f"
   done
-  "$bin/evaluate" --samples "$dir/ddim50-w3-n$N.safetensors" "$dir/ddim50-w1-n$N.safetensors" --csv "$dir/eval.csv"
-  python3 - "$row" "$change" "$BUDGET" "$dir" "$flags" "$CORES" >> "$CSV" <<'PY'
+  "$bin/evaluate" --samples "$dir/ddim50-w3-n$N-$budget.safetensors" "$dir/ddim50-w1-n$N-$budget.safetensors" --csv "$dir/eval.csv"
+  python3 - "$row" "$change" "$budget" "$dir" "$flags" "$CORES" >> "$CSV" <<'PY'
 import csv, sys
 row, change, budget, d, flags, cores = sys.argv[1:]
 log = [l.split(",") for l in open(f"{d}/loss.csv").read().split("\n")[1:] if l]
@@ -103,4 +81,41 @@ out = csv.writer(sys.stdout, lineterminator="\n")
 out.writerow([row, change, budget, steps, f"{secs:.0f}", f"{steps * batch / secs:.0f}", *f(w3), *f(w1), flags])
 PY
   tail -1 "$CSV"
+}
+
+while IFS='|' read -r name change flags; do
+  [ -n "$name" ] || continue
+  selected "$name" || continue
+  for stage in ${STAGES//,/ }; do
+    row="$name"; [ "$stage" = 15 ] || row="$name@$stage"
+    if grep -q "^$row," "$CSV"; then echo "==> $row: in $CSV already"; continue; fi
+    dir="$WORK/$name"
+    run_flags="$flags"
+    if [[ "$flags" == *COSINE_STEPS* ]]; then
+      # A cosine row needs its length in steps: the budget at the speed of
+      # the row's first 30 steps on this machine.
+      [ "$stage" = 15 ] || dir="$WORK/$name@$stage"
+      mkdir -p "$dir"
+      if [ ! -f "$dir/steps" ]; then
+        probe="$dir-probe"; rm -rf "$probe"
+        "$bin/train" ${flags/--steps COSINE_STEPS/} $COMMON --steps 30 --out "$probe" >/dev/null
+        python3 - "$probe/loss.csv" "$stage" "$CORES" > "$dir/steps" <<'PY'
+import sys
+rows = [l.split(",") for l in open(sys.argv[1]).read().split("\n")[1:] if l]
+s0, s1, c0, c1 = float(rows[0][0]), float(rows[-1][0]), float(rows[0][4]), float(rows[-1][4])
+print(int(float(sys.argv[2]) * float(sys.argv[3]) * 60 * (s1 - s0) / (c1 - c0)))
+PY
+        rm -rf "$probe"
+      fi
+      run_flags="${flags/COSINE_STEPS/$(cat "$dir/steps")}"
+    elif [[ "$flags" != *--steps* ]]; then
+      run_flags="$flags --steps 100000000"
+    fi
+    mkdir -p "$dir"
+    resume=""
+    ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && resume="--resume"
+    echo "==> $row: $change ($stage min)"
+    nice -n 5 "$bin/train" $run_flags $COMMON --cpu-minutes "$(python3 -c "print($stage * $CORES)")" --out "$dir" $resume
+    measure "$row" "$change" "$stage" "$dir" "$run_flags"
+  done
 done <<< "$ROWS"

@@ -2,7 +2,7 @@
 # One-time (and idempotent) setup for Diffusion, Executed.
 #
 #   - a Python virtual environment with torch==2.11.0 from PyPI (libtorch for tch 0.24.0),
-#     plus numpy, safetensors and scipy for the parity scripts;
+#     plus numpy, safetensors, scipy and diffusers 0.42.1 for the parity scripts;
 #   - the symlink .libtorch -> <venv>/.../site-packages/torch that .cargo/config.toml uses;
 #   - mdBook 0.5.3 and the mdbook-katex 0.10.0 preprocessor (cargo install --locked);
 #   - Fashion-MNIST from Debian's dataset-fashion-mnist (when root on Debian);
@@ -26,6 +26,7 @@ linked_venv() {
 VENV="${DIFFUSION_VENV:-$(linked_venv)}"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="2.11.0"
+DIFFUSERS_VERSION="0.42.1"
 MDBOOK_VERSION="0.5.3"   # the version mdbook-katex 0.10.0 is built against
 MDBOOK_KATEX_VERSION="0.10.0"
 DATA_DIR="/usr/share/datasets/fashion-mnist"
@@ -56,6 +57,13 @@ fi
 "$VPY" -c 'import numpy, safetensors, scipy' 2>/dev/null \
   || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors scipy \
   || die "pip could not install numpy, safetensors and scipy into $VENV"
+# diffusers: the reference UNet2DModel for the parity test and the time-to-quality benchmark.
+have_diffusers="$("$VPY" -c 'import diffusers; print(diffusers.__version__)' 2>/dev/null || true)"
+if [ "$have_diffusers" != "$DIFFUSERS_VERSION" ]; then
+  say "pip install diffusers==$DIFFUSERS_VERSION"
+  "$VPY" -m pip install --quiet --disable-pip-version-check "diffusers==$DIFFUSERS_VERSION" \
+    || die "pip could not install diffusers==$DIFFUSERS_VERSION into $VENV: check that PyPI is reachable"
+fi
 
 TORCH_DIR="$("$VPY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib has no libtorch_cpu.so: the torch wheel looks broken; delete $VENV and re-run"
