@@ -20,6 +20,24 @@ ck="$tmp/run/ckpt-00000010.safetensors"
 [ -f "$ck" ] || { echo "error: no checkpoint at step 10" >&2; exit 1; }
 echo "ok: train and --resume (synthetic shapes, 10 steps)"
 
+# The diffusers-layout UNet, from flags and from its own config.json, with the new recipe options.
+unet=("$BIN/train" --dataset synthetic --model unet --block-out-channels 16,32 --attention-levels 1
+  --batch-size 8 --timesteps 100 --samples 0 --checkpoint-every 2 --loss-weighting min-snr-5
+  --lr-decay cosine --prediction v)
+"${unet[@]}" --steps 2 --out "$tmp/unet" > /dev/null
+"$BIN/sample" --checkpoint "$tmp/unet/ckpt-00000002.safetensors" --sampler ddim --steps 5 --n 4 --out "$tmp/unet.png" > /dev/null
+cat > "$tmp/unet.json" <<'JSON'
+{"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1, "block_out_channels": [16, 32],
+ "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+ "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 8, "attention_head_dim": 8,
+ "num_class_embeds": 5}
+JSON
+"${unet[@]}" --steps 1 --unet-config "$tmp/unet.json" --out "$tmp/unet-json" > /dev/null
+sed 's/"num_class_embeds": 5}/"num_class_embeds": 5, "time_embedding_type": "fourier"}/' "$tmp/unet.json" > "$tmp/fourier.json"
+out="$("${unet[@]}" --steps 1 --unet-config "$tmp/fourier.json" --out "$tmp/unet-f" 2>&1 || true)"
+grep -q "time_embedding_type.*not supported" <<< "$out" || { echo "$out"; echo "error: an unsupported diffusers setting was not refused by name" >&2; exit 1; }
+echo "ok: UNet (diffusers layout) trains from flags and from a config.json; unsupported settings are refused"
+
 for s in "ddpm --variance small" "ddpm --variance large" "ddim --steps 10 --eta 0" "ddim --steps 10 --eta 1 --spacing linspace" "ddim --steps 7 --eta 0.5 --spacing leading"; do
   for i in 1 2; do
     # shellcheck disable=SC2086
