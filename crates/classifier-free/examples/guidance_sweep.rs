@@ -123,18 +123,25 @@ fn main() {
             cells.push(x0);
         }
         // Grid: row = class, column = scale; the first two images of each class.
-        let mut tiles = Vec::new();
+        let (mut tiles, mut row_labels) = (Vec::new(), Vec::new());
         for cl in 0..k {
             for j in 0..2.min(a.per_class) {
+                row_labels.push(data::class_name(&cfg.dataset, cl));
                 for x0 in &cells {
                     tiles.push(x0.get(cl * a.per_class + j));
                 }
             }
         }
-        util::save_grid(
+        let labels = util::GridLabels::new(
+            format!("guidance sweep, DDIM-{}", a.steps),
+            row_labels,
+            a.scales.iter().map(|w| format!("w = {w}")).collect(),
+        )
+        .col_title("same noise along a row");
+        util::save_labelled_grid(
             &Tensor::stack(&tiles, 0),
-            a.scales.len() as i64,
-            2,
+            &labels,
+            3,
             &a.out.join("sweep.png"),
         )?;
         util::write_csv(

@@ -213,11 +213,21 @@ fn main() {
         if args.no_grid {
             println!("sampled {what}");
         } else {
-            util::save_grid(&x0, cols, 3, &args.out)?;
+            let title = match args.guidance {
+                w if w == 1.0 => sampler_name(&sampler, grid.len()),
+                w => format!("{}, guidance w = {w}", sampler_name(&sampler, grid.len())),
+            };
+            let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
+            save_grid(&x0, cols, names.as_deref(), &title, &args.out)?;
             println!("wrote {} ({what})", args.out.display());
         }
         if let Some(path) = &args.save_tensors {
-            let y = labels.unwrap_or_else(|| Tensor::full([n], -1, (Kind::Int64, device)));
+            let y = labels
+                .as_ref()
+                .map_or_else(
+                    || Tensor::full([n], -1, (Kind::Int64, device)),
+                    Tensor::shallow_clone,
+                );
             let tensors = [
                 ("images".to_string(), x0.to_kind(Kind::Float)),
                 ("labels".to_string(), y),
@@ -236,7 +246,8 @@ fn main() {
             println!("wrote {} ({} steps)", path.display(), records.len());
         }
         if let Some(path) = &args.trajectory {
-            trajectory(&records, path)?;
+            let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
+            trajectory(&records, names.as_deref(), path)?;
             println!("wrote {}", path.display());
         }
         if let Some(path) = &args.gif {
@@ -252,8 +263,65 @@ fn picks(len: usize, k: usize) -> Vec<usize> {
     (0..k).map(|i| i * (len - 1) / (k - 1).max(1)).collect()
 }
 
+/// "DDPM-1000", "DDIM-50", "DDIM-50 η = 1": the sampler and its network calls.
+fn sampler_name(sampler: &Sampler, steps: usize) -> String {
+    match sampler {
+        Sampler::Ddpm { .. } => format!("DDPM-{steps}"),
+        Sampler::Ddim { eta, .. } if *eta != 0.0 => format!("DDIM-{steps}, η = {eta}"),
+        Sampler::Ddim { .. } => format!("DDIM-{steps}"),
+    }
+}
+
+/// The class name of every image's label.
+fn class_names(labels: &Tensor, dataset: &str) -> Vec<String> {
+    Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| data::class_name(dataset, c))
+        .collect()
+}
+
+/// The samples in rows of `cols`, labelled: a column (or, failing that, a
+/// row) whose images all have one class gets that class's name. A last,
+/// short row is filled with blank (white) cells.
+fn save_grid(
+    x0: &Tensor,
+    cols: i64,
+    names: Option<&[String]>,
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    let n = x0.size()[0];
+    let rows = (n + cols - 1) / cols;
+    let mut tiles = x0.shallow_clone();
+    if rows * cols > n {
+        let [_, c, h, w] = x0.size()[..] else { bail!("samples must be (N, C, H, W)") };
+        let blank = Tensor::ones([rows * cols - n, c, h, w], (Kind::Float, x0.device()));
+        tiles = Tensor::cat(&[x0.to_kind(Kind::Float), blank], 0);
+    }
+    // One name for the cells i ∈ idx when they all share it.
+    let shared = |idx: &mut dyn Iterator<Item = i64>| -> String {
+        let Some(names) = names else { return String::new() };
+        let mut it = idx.filter(|&i| i < n).map(|i| &names[i as usize]);
+        let first = it.next();
+        match first {
+            Some(f) if it.all(|o| o == f) => f.clone(),
+            _ => String::new(),
+        }
+    };
+    let col_labels: Vec<String> = (0..cols)
+        .map(|c| shared(&mut (0..rows).map(|r| r * cols + c)))
+        .collect();
+    let row_labels: Vec<String> = if col_labels.iter().all(|l| !l.is_empty()) {
+        vec![String::new(); rows as usize]
+    } else {
+        (0..rows).map(|r| shared(&mut (0..cols).map(|c| r * cols + c))).collect()
+    };
+    util::save_labelled_grid(&tiles, &util::GridLabels::new(title, row_labels, col_labels), 3, path)
+}
+
 /// Rows = the first (up to) 6 samples; columns = 8 steps of x_t, then the same 8 steps of x̂_0.
-fn trajectory(records: &[StepRecord], path: &Path) -> Result<()> {
+fn trajectory(records: &[StepRecord], names: Option<&[String]>, path: &Path) -> Result<()> {
     let rows = records[0].x_t.size()[0].min(6);
     let cols = picks(records.len(), 8);
     let mut tiles = Vec::new();
@@ -265,7 +333,20 @@ fn trajectory(records: &[StepRecord], path: &Path) -> Result<()> {
             tiles.push(records[i].x0.get(r));
         }
     }
-    util::save_grid(&Tensor::stack(&tiles, 0), 16, 2, path)
+    let mut col_labels: Vec<String> = cols
+        .iter()
+        .map(|&i| format!("x_t\nt = {}", records[i].t))
+        .collect();
+    col_labels.extend(cols.iter().map(|&i| format!("x̂₀\nt = {}", records[i].t)));
+    let row_labels = (0..rows as usize)
+        .map(|r| names.map_or_else(|| format!("sample {}", r + 1), |n| n[r].clone()))
+        .collect();
+    let labels = util::GridLabels::new(
+        "denoising: the sample x_t (left) and the network's guess x̂₀ (right)",
+        row_labels,
+        col_labels,
+    );
+    util::save_labelled_grid(&Tensor::stack(&tiles, 0), &labels, 2, path)
 }
 
 /// One frame per ~2% of the steps, each a grid of the current x_t, ending on

@@ -31,6 +31,25 @@ pub const FASHION_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// The name of label `c` for figures, given the dataset name a checkpoint
+/// records (`TrainConfig::dataset`, the `Source`'s Debug form): "Ankle boot"
+/// for FashionMnist, "7" for Mnist, "truck" for Cifar10, "ring" for
+/// Synthetic; "class c" for anything else.
+pub fn class_name(dataset: &str, c: i64) -> String {
+    let named = |names: &[&str]| {
+        let i = usize::try_from(c).ok()?;
+        names.get(i).map(|s| s.to_string())
+    };
+    match dataset {
+        "FashionMnist" => named(&FASHION_CLASSES),
+        "Mnist" => (0..10).contains(&c).then(|| c.to_string()),
+        "Cifar10" => named(&cifar::CLASSES),
+        "Synthetic" => named(&["square", "ring", "cross", "bars"]),
+        _ => None,
+    }
+    .unwrap_or_else(|| format!("class {c}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
@@ -233,5 +252,20 @@ mod tensors {
                 dir: dir.to_path_buf(),
                 stem: stem.to_string(),
             })
+    }
+}
+
+#[cfg(all(test, feature = "tensors"))]
+mod class_name_tests {
+    #[test]
+    fn class_names_follow_the_datasets() {
+        assert_eq!(super::class_name("FashionMnist", 9), "Ankle boot");
+        assert_eq!(super::class_name("Mnist", 7), "7");
+        assert_eq!(super::class_name("Cifar10", 9), "truck");
+        for (i, name) in super::synthetic::CLASSES.iter().enumerate() {
+            assert_eq!(super::class_name("Synthetic", i as i64), *name);
+        }
+        assert_eq!(super::class_name("FashionMnist", 10), "class 10");
+        assert_eq!(super::class_name("diffusers:/x", 2), "class 2");
     }
 }

@@ -187,7 +187,12 @@ fn main() {
             );
             let path = args.out.join(format!("bug-{}.png", e.key));
             let tiles = Tensor::cat(&[e.correct.narrow(0, 0, 10), e.buggy.narrow(0, 0, 10)], 0);
-            util::save_grid(&tiles, 10, 3, &path)?;
+            let labels = util::GridLabels::new(
+                format!("{}. {}", number(e.key), e.title),
+                util::strings(["correct", "bug"]),
+                util::strings(data::FASHION_CLASSES), // labels() is 0, 1, …, 9
+            );
+            util::save_labelled_grid(&tiles, &labels, 3, &path)?;
             println!("{}: accuracy {:.3} → {:.3}, FD {:.1} → {:.1}; wrote {}", e.key, acc(&a), acc(&b), a.frechet, b.frechet, path.display());
         }
         util::write_atomic(&args.out.join("table.md"), table.as_bytes())?;

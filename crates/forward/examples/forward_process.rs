@@ -53,6 +53,9 @@ fn main() {
             })
             .collect();
         let x0 = test.images.index_select(0, &Tensor::from_slice(&picks));
+        // Row names: this example is about Fashion-MNIST (--data-dir may hold another copy).
+        let row_names: Vec<String> =
+            (0..test.num_classes).map(|c| data::class_name("FashionMnist", c)).collect();
         let n = x0.size()[0];
         let columns: Vec<i64> = args
             .at
@@ -85,7 +88,12 @@ fn main() {
             let grid = Tensor::stack(&frames, 1).flatten(0, 1);
             // ANCHOR_END: noising_grid
             let path = args.out.join(format!("noising_{}.png", kind.name()));
-            util::save_grid(&grid, columns.len() as i64, 2, &path)?;
+            let labels = util::GridLabels::new(
+                format!("q(x_t | x_0), {} schedule", kind.name()),
+                row_names.clone(),
+                columns.iter().map(|t| format!("t = {t}")).collect(),
+            );
+            util::save_labelled_grid(&grid, &labels, 3, &path)?;
 
             let ab = &s.alpha_bar_host;
             let crossing = ab

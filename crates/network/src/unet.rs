@@ -343,8 +343,11 @@ impl ResnetBlock2D {
             None => x + h,
         }
     }
-    // ANCHOR_END: resnet_block
+}
+// ANCHOR_END: resnet_block
 
+impl ResnetBlock2D {
+    /// One row of the layer table: output shape, parameters, MACs per image.
     fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
         let mut params = Trace::norm_params(&self.norm1);
         params.extend(Trace::norm_params(&self.norm2));
@@ -405,8 +408,10 @@ impl Attention {
         let out = self.to_out.forward(&attn.transpose(1, 2).reshape([n, h * w, c]));
         out.transpose(1, 2).reshape([n, c, h, w]) + x
     }
-    // ANCHOR_END: attention
+}
+// ANCHOR_END: attention
 
+impl Attention {
     fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
         let s = out.size();
         let (c, hw) = (s[1], s[2] * s[3]);

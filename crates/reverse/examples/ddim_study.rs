@@ -78,6 +78,17 @@ fn main() {
         tch::manual_seed(a.seed);
         let [c, h, w] = cfg.image_shape();
         let x_big_t = Tensor::randn([a.n, c, h, w], (Kind::Float, device));
+        // Columns of the sample grids: one per image, named by its class.
+        let sample_cols: Vec<String> = (0..a.n)
+            .map(|i| match cfg.model.num_classes() {
+                Some(k) => data::class_name(&cfg.dataset, i % k),
+                None => String::new(),
+            })
+            .collect();
+        let save = |x: &Tensor, title: &str, rows: Vec<String>, cols: &[String], file: &str| {
+            let labels = util::GridLabels::new(title, rows, cols.to_vec());
+            util::save_labelled_grid(x, &labels, 3, &a.out.join(file))
+        };
 
         // 1. Cost per image, all samplers on the same noise, in one run.
         println!("cost per image ({} images per run, {:?}):", a.n, device);
@@ -99,7 +110,7 @@ fn main() {
             ("DDIM", ddim(10)),
         ];
         let mut base = 0.0;
-        let mut grids = Vec::new();
+        let (mut grids, mut names) = (Vec::new(), Vec::new());
         for (name, sampler) in &samplers {
             let start = Instant::now();
             let x0 = run(sampler, &x_big_t, y.as_ref())?;
@@ -110,8 +121,15 @@ fn main() {
             let steps = sampler.grid(cfg.timesteps)?.len();
             println!("{name:<12} {steps:>8} {ms:>12.1} {:>9.1}x", base / ms);
             grids.push(x0);
+            names.push(format!("{name}-{steps}"));
         }
-        util::save_grid(&Tensor::cat(&grids, 0), a.n, 2, &a.out.join("steps.png"))?;
+        save(
+            &Tensor::cat(&grids, 0),
+            "the same x_T, fewer steps",
+            names,
+            &sample_cols,
+            "steps.png",
+        )?;
 
         // 2. Grids: trailing (correct), leading (starts below T−1), and a broken
         //    grid that also stops at t = 0 instead of ᾱ = 1, leaving noise.
@@ -170,7 +188,13 @@ fn main() {
             let mean = r.mean(Kind::Float).double_value(&[]);
             println!("  {name:<9} mean |x − trailing| = {diff:.3}   high-frequency energy = {:.4}   mean pixel = {mean:+.3}", hf(r));
         }
-        util::save_grid(&Tensor::cat(&rows, 0), a.n, 2, &a.out.join("grids.png"))?;
+        save(
+            &Tensor::cat(&rows, 0),
+            "DDIM-10 on three timestep grids",
+            util::strings(["trailing", "leading", "broken\n(ends at t = 0)"]),
+            &sample_cols,
+            "grids.png",
+        )?;
 
         // 3. Inversion of real test images.
         let test = data::load_mnist_like(&a.data_dir, data::Split::Test)?;
@@ -195,11 +219,18 @@ fn main() {
             );
             recon.push(back);
         }
-        util::save_grid(
+        let mut inv_rows = vec!["test image".to_string()];
+        inv_rows.extend([10, 20, 50, 100].map(|s| format!("S = {s}")));
+        let inv_cols: Vec<String> = Vec::<i64>::try_from(test.labels.narrow(0, 0, a.n))?
+            .into_iter()
+            .map(|c| data::class_name(&cfg.dataset, c))
+            .collect();
+        save(
             &Tensor::cat(&recon, 0),
-            a.n,
-            2,
-            &a.out.join("inversion.png"),
+            "DDIM inversion x₀ → x_T → x₀′ with S steps each way",
+            inv_rows,
+            &inv_cols,
+            "inversion.png",
         )?;
 
         // 4. Interpolation between two latents, one class.
@@ -216,7 +247,17 @@ fn main() {
             .num_classes()
             .map(|_| Tensor::full([8], 7 % k, (Kind::Int64, device)));
         let strip = run(&ddim(50), &zs, yi.as_ref())?;
-        util::save_grid(&strip, 8, 3, &a.out.join("interpolation.png"))?;
+        let class = match yi {
+            Some(_) => format!(" ({})", data::class_name(&cfg.dataset, 7 % k)),
+            None => String::new(),
+        };
+        let labels = util::GridLabels::new(
+            format!("slerp between two noises, decoded with DDIM-50{class}"),
+            vec![String::new()],
+            ws.iter().map(|w| format!("{w:.2}")).collect(),
+        )
+        .col_title("fraction of the way from the first noise to the second");
+        util::save_labelled_grid(&strip, &labels, 3, &a.out.join("interpolation.png"))?;
         println!(
             "\nwrote {}/{{steps,grids,inversion,interpolation}}.png",
             a.out.display()

@@ -411,7 +411,19 @@ fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
         |_| bar.inc(1),
     )?;
     bar.finish();
-    util::save_grid(&x0, cols, 3, path)?;
+    // Columns = classes; a short last row is filled with blank (white) cells.
+    let rows = (n + cols - 1) / cols;
+    let blank = Tensor::ones([rows * cols - n, c, h, w], (Kind::Float, device));
+    let tiles = Tensor::cat(&[x0, blank], 0);
+    let col_labels = (0..cols)
+        .map(|k| if y.is_some() { data::class_name(&cfg.dataset, k) } else { String::new() })
+        .collect();
+    let labels = util::GridLabels::new(
+        format!("DDPM-{} samples after {} steps (EMA weights)", cfg.timesteps, trainer.step),
+        vec![String::new(); rows as usize],
+        col_labels,
+    );
+    util::save_labelled_grid(&tiles, &labels, 3, path)?;
     println!(
         "wrote {} ({n} DDPM samples from the EMA weights{})",
         path.display(),

@@ -1,6 +1,9 @@
 //! Plumbing shared by the examples: device choice, image grids, charts and
 //! CSV files. Nothing here is part of the diffusion algorithms.
+mod grid;
 pub mod plot;
+
+pub use grid::{labelled_grid, save_labelled_grid, strings, GridLabels};
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -74,9 +77,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Arranges images (N, C, H, W) with values in [−1, 1] into a `rows × cols`
-/// grid with a 2-pixel border, as 8-bit RGB.
-pub fn image_grid(images: &Tensor, cols: i64) -> Result<image::RgbImage> {
+/// Images (N, C, H, W) in [−1, 1] with C = 1 or 3 as 8-bit RGB, pixel by
+/// pixel (N, H, W, 3): returns (N, H, W, pixels).
+pub(crate) fn images_to_rgb8(images: &Tensor) -> Result<(i64, i64, i64, Vec<u8>)> {
     let [n, c, h, w] = images.size()[..] else {
         bail!(
             "image grid needs a 4-D (N, C, H, W) tensor, got shape {:?}",
@@ -86,11 +89,9 @@ pub fn image_grid(images: &Tensor, cols: i64) -> Result<image::RgbImage> {
     if c != 1 && c != 3 {
         bail!("image grid needs 1 or 3 channels, got {c}");
     }
-    if n == 0 || cols <= 0 {
-        bail!("image grid needs at least one image and one column");
+    if n == 0 {
+        bail!("image grid needs at least one image");
     }
-    let rows = (n + cols - 1) / cols;
-    let pad = 2;
     let u8s = ((images
         .to_device(Device::Cpu)
         .to_kind(Kind::Float)
@@ -102,7 +103,19 @@ pub fn image_grid(images: &Tensor, cols: i64) -> Result<image::RgbImage> {
         .expand([n, 3, h, w], false)
         .permute([0, 2, 3, 1])
         .contiguous();
-    let pixels = Vec::<u8>::try_from(u8s.flatten(0, -1))?;
+    Ok((n, h, w, Vec::<u8>::try_from(u8s.flatten(0, -1))?))
+}
+
+/// Arranges images (N, C, H, W) with values in [−1, 1] into a `rows × cols`
+/// grid with a 2-pixel border, as 8-bit RGB. For figures, prefer
+/// [`save_labelled_grid`], which says what each row and column is.
+pub fn image_grid(images: &Tensor, cols: i64) -> Result<image::RgbImage> {
+    if cols <= 0 {
+        bail!("image grid needs at least one image and one column");
+    }
+    let (n, h, w, pixels) = images_to_rgb8(images)?;
+    let rows = (n + cols - 1) / cols;
+    let pad = 2;
     let (gw, gh) = (cols * (w + pad) + pad, rows * (h + pad) + pad);
     let mut grid = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
     for i in 0..n {

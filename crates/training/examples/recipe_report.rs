@@ -1,0 +1,106 @@
+//! The recipe A/B (scripts/recipe-ab.sh) as the Training chapter shows it: a
+//! Markdown table and a chart of quality against CPU-minutes.
+//!
+//! cargo run --release --example recipe_report -- --csv book/generated/recipe_ab.csv \
+//!     --markdown book/generated/recipe_ab.md --chart book/figures/training/recipe_time.png
+use anyhow::{bail, Context};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use util::plot::{line_panels, Series};
+
+#[derive(Parser)]
+#[command(about = "Render the recipe A/B table and its quality-against-time chart")]
+struct Args {
+    #[arg(long, default_value = "book/generated/recipe_ab.csv")]
+    csv: PathBuf,
+    #[arg(long)]
+    markdown: PathBuf,
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// FD of real training images against the test set at the same n (the floor).
+    #[arg(long, default_value_t = 1.83)]
+    floor: f64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Row {
+    row: String,
+    change: String,
+    budget_min: f64,
+    steps: i64,
+    img_s: f64,
+    acc_w3: f64,
+    fd_w3: f64,
+    rec_w3: f64,
+    acc_w1: f64,
+    fd_w1: f64,
+}
+
+fn main() {
+    util::run(|| {
+        let args = Args::parse();
+        let mut reader = csv::Reader::from_path(&args.csv)
+            .with_context(|| format!("cannot read {}", args.csv.display()))?;
+        let rows: Vec<Row> = reader
+            .deserialize()
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("{}: not a recipe-ab table", args.csv.display()))?;
+        if rows.is_empty() {
+            bail!("{}: no rows yet: run scripts/recipe-ab.sh", args.csv.display());
+        }
+        let mut md = String::from(
+            "| recipe | what changes | CPU-min | steps | img/s | w = 3 accuracy | w = 3 FD | w = 3 recall | w = 1 accuracy | w = 1 FD |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        let best = rows.iter().map(|r| r.fd_w3).fold(f64::INFINITY, f64::min);
+        for r in &rows {
+            let fd = if r.fd_w3 == best { format!("**{:.1}**", r.fd_w3) } else { format!("{:.1}", r.fd_w3) };
+            md += &format!(
+                "| `{}` | {} | {} | {} | {:.0} | {:.3} | {fd} | {:.3} | {:.3} | {:.1} |\n",
+                r.row, r.change, r.budget_min, r.steps, r.img_s, r.acc_w3, r.rec_w3, r.acc_w1, r.fd_w1
+            );
+        }
+        util::write_atomic(&args.markdown, md.as_bytes())?;
+        println!("wrote {} ({} rows)", args.markdown.display(), rows.len());
+
+        if let Some(chart) = &args.chart {
+            // One curve per recipe: its 15-minute row and its longer stages.
+            let mut curves: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+            for r in &rows {
+                curves.entry(r.row.split('@').next().unwrap_or(&r.row)).or_default().push(r);
+            }
+            curves.retain(|_, v| v.len() > 1);
+            if curves.is_empty() {
+                bail!("no recipe has been run at more than one budget yet (STAGES=30,45,60 scripts/recipe-ab.sh NAME)");
+            }
+            let series = |f: &dyn Fn(&Row) -> f64| -> Vec<Series> {
+                curves
+                    .iter()
+                    .map(|(name, rs)| {
+                        let mut points: Vec<(f64, f64)> = rs.iter().map(|r| (r.budget_min, f(r))).collect();
+                        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        Series { name: name.to_string(), points }
+                    })
+                    .collect()
+            };
+            let mut fd = series(&|r| r.fd_w3);
+            let xs: Vec<f64> = rows.iter().map(|r| r.budget_min).collect();
+            let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            fd.push(Series {
+                name: "target: 3 × real-data floor".into(),
+                points: vec![(lo, 3.0 * args.floor), (hi, 3.0 * args.floor)],
+            });
+            line_panels(
+                chart,
+                &[
+                    ("FD at w = 3 (lower is better)", "CPU-minutes (2 cores)", "FD", fd),
+                    ("accuracy at w = 3", "CPU-minutes (2 cores)", "accuracy", series(&|r| r.acc_w3)),
+                ],
+                (1100, 420),
+            )?;
+            println!("wrote {}", chart.display());
+        }
+        Ok(())
+    })
+}
