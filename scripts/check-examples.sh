@@ -38,6 +38,12 @@ out="$("${unet[@]}" --steps 1 --unet-config "$tmp/fourier.json" --out "$tmp/unet
 grep -q "time_embedding_type.*not supported" <<< "$out" || { echo "$out"; echo "error: an unsupported diffusers setting was not refused by name" >&2; exit 1; }
 echo "ok: UNet (diffusers layout) trains from flags and from a config.json; unsupported settings are refused"
 
+# A folder saved by diffusers itself (UNet2DModel + DDPMScheduler) samples with the book's sampler.
+"$(venv_python)" scripts/parity/diffusers_pipeline.py "$tmp/diffusers" > /dev/null
+"$BIN/sample" --diffusers "$tmp/diffusers/pipeline" --per-class 1 --steps 5 --out "$tmp/diffusers.png" > "$tmp/d.log"
+grep -q "the weights of diffusers:" "$tmp/d.log" || { cat "$tmp/d.log"; echo "error: sample --diffusers did not load the folder" >&2; exit 1; }
+echo "ok: sample --diffusers loads a diffusers pipeline folder (cosine schedule, v-prediction)"
+
 for s in "ddpm --variance small" "ddpm --variance large" "ddim --steps 10 --eta 0" "ddim --steps 10 --eta 1 --spacing linspace" "ddim --steps 7 --eta 0.5 --spacing leading"; do
   for i in 1 2; do
     # shellcheck disable=SC2086

@@ -20,11 +20,16 @@ use training::Weights;
 #[command(about = "Draw samples from a checkpoint with DDPM or DDIM")]
 struct Args {
     /// A checkpoint written by `train`.
-    #[arg(long, required_unless_present = "pretrained", conflicts_with = "pretrained")]
+    #[arg(long, required_unless_present_any = ["pretrained", "diffusers"], conflicts_with_all = ["pretrained", "diffusers"])]
     checkpoint: Option<PathBuf>,
     /// A model that ships with the book (fashion-cfg).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "diffusers")]
     pretrained: Option<String>,
+    /// A model saved by diffusers: a UNet2DModel folder (config.json and
+    /// diffusion_pytorch_model.safetensors) or a pipeline folder with unet/
+    /// and scheduler/.
+    #[arg(long)]
+    diffusers: Option<PathBuf>,
     /// ddpm or ddim.
     #[arg(long, default_value = "ddim")]
     sampler: String,
@@ -121,6 +126,13 @@ fn main() {
             Weights::Ema
         };
         let (loaded, source) = match (&args.pretrained, &args.checkpoint) {
+            _ if args.diffusers.is_some() => {
+                let dir = args.diffusers.as_ref().expect("checked");
+                if args.raw_weights {
+                    bail!("--raw-weights: a diffusers folder holds one set of weights");
+                }
+                (training::load_diffusers(dir, device)?, format!("diffusers:{}", dir.display()))
+            }
             (Some(name), _) => {
                 if args.raw_weights {
                     bail!("--raw-weights: pretrained models ship only their EMA weights");
@@ -131,7 +143,7 @@ fn main() {
                 training::load_model(path, weights, device)?,
                 path.display().to_string(),
             ),
-            (None, None) => bail!("pass --pretrained NAME or --checkpoint FILE"),
+            (None, None) => bail!("pass --pretrained NAME, --checkpoint FILE or --diffusers DIR"),
         };
         let cfg = &loaded.config;
         let schedule = loaded.schedule()?;
@@ -206,10 +218,11 @@ fn main() {
         let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();
 
-        let what = format!(
-            "{n} samples, {sampler:?}, guidance w = {}, step {} {weights:?} weights of {source}",
-            args.guidance, loaded.step,
-        );
+        let of = match args.diffusers {
+            Some(_) => format!("the weights of {source}"),
+            None => format!("step {} {weights:?} weights of {source}", loaded.step),
+        };
+        let what = format!("{n} samples, {sampler:?}, guidance w = {}, {of}", args.guidance);
         if args.no_grid {
             println!("sampled {what}");
         } else {
