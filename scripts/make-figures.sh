@@ -3,7 +3,7 @@
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
 #   scripts/make-figures.sh            # everything (~60 min on 2 cores: it trains small models)
-#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train bench allocator sampling
+#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe bench allocator sampling
 #                                      # guidance one_page classroom intro measuring bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
@@ -34,6 +34,12 @@ part_train() { # the chapter's default run: a few minutes on 2 cores
   run train -- --out "$ROOT/target/figures-train" 2>&1 | grep -v '^\s*$' | strip > "$GEN/train.txt"
   mkdir -p "$FIG/training"
   cp "$ROOT/target/figures-train/loss.png" "$ROOT/target/figures-train/samples.png" "$FIG/training/"
+}
+part_recipe() { # the recipe A/B's table and chart (the runs: scripts/recipe-ab.sh, hours on 2 cores)
+  mkdir -p "$FIG/training"
+  local chart=()
+  grep -q '^[^,]*@' "$GEN/recipe_ab.csv" && chart=(--chart "$FIG/training/recipe_time.png")
+  run recipe_report -- --csv "$GEN/recipe_ab.csv" --markdown "$GEN/recipe_ab.md" "${chart[@]}" | strip
 }
 part_bench() {
   bash scripts/bench/train_throughput.sh 5 20 > "$GEN/train_throughput.txt"
@@ -105,7 +111,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train bench allocator sampling guidance one_page classroom intro measuring bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe bench allocator sampling guidance one_page classroom intro measuring bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

@@ -50,7 +50,7 @@ fn main() {
             bail!("{}: no rows yet: run scripts/recipe-ab.sh", args.csv.display());
         }
         let mut md = String::from(
-            "| recipe | what changes | CPU-min | steps | img/s | w = 3 accuracy | w = 3 FD | w = 3 recall | w = 1 accuracy | w = 1 FD |\n\
+            "| recipe | what changes | minutes (2 cores) | steps | img/s | w = 3 accuracy | w = 3 FD | w = 3 recall | w = 1 accuracy | w = 1 FD |\n\
              |---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         let best = rows.iter().map(|r| r.fd_w3).fold(f64::INFINITY, f64::min);
