@@ -286,6 +286,7 @@ impl Trainer {
         })
     }
 
+    // ANCHOR: lr
     /// The learning rate at the current step: linear warm-up, then the schedule.
     pub fn lr(&self) -> f64 {
         let (w, k) = (self.config.warmup, self.step);
@@ -307,6 +308,7 @@ impl Trainer {
         };
         self.config.optimizer.lr * warm * decay
     }
+    // ANCHOR_END: lr
 
     // ANCHOR: train_step
     /// One optimisation step on a batch; returns the loss.
