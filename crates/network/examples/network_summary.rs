@@ -92,12 +92,12 @@ fn main() {
             let _ = tch::no_grad(|| model(&x, &t, &y, &mut tr))?;
             println!("\n## {title}\n");
             println!(
-                "{:<22} {:>18} {:>10} {:>12}",
+                "{:<30} {:>18} {:>10} {:>12}",
                 "layer", "output shape", "params", "MACs"
             );
             for l in &tr.layers {
                 println!(
-                    "{:<22} {:>18} {:>10} {:>12}",
+                    "{:<30} {:>18} {:>10} {:>12}",
                     l.name,
                     format!("{:?}", &l.shape[1..]),
                     l.params,
@@ -107,7 +107,7 @@ fn main() {
             let total: i64 = vs.variables().values().map(|v| v.numel() as i64).sum();
             assert_eq!(total, tr.total_params(), "every parameter is in the table");
             println!(
-                "{:<22} {:>18} {:>10} {:>12}",
+                "{:<30} {:>18} {:>10} {:>12}",
                 "total",
                 "",
                 tr.total_params(),
