@@ -5,7 +5,7 @@ use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
 use reverse::{sample, Sampler, Spacing, Variance};
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
-use training::Prediction;
+use forward::Prediction;
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -44,7 +44,7 @@ fn ddpm_and_ddim_steps_agree() {
         let tt = Tensor::full([3], t, (Kind::Int64, Device::Cpu));
         let ts = s.timesteps(&tt).unwrap();
         let x0 = one_page::predict_x0(&ab, &x, &tt, &eps);
-        let crate_x0 = reverse::predict_x0_from_eps(&s, &x, &ts, &eps).clamp(-1.0, 1.0);
+        let crate_x0 = forward::predict_x0_from_eps(&s, &x, &ts, &eps).clamp(-1.0, 1.0);
         assert!(max_abs(&x0, &crate_x0) <= TOL, "x̂_0 at t = {t}");
         let page = one_page::ddpm_step(&betas, &ab, &x, t, &x0, &z);
         let crates = reverse::ddpm_step(&s, Variance::FixedSmall, &x, &ts, &x0, &z).unwrap();

@@ -19,7 +19,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use network::{ModelConfig, SeedUNetConfig};
-use training::{Prediction, TrainConfig, Trainer, Weights};
+use forward::Prediction;
+use training::{TrainConfig, Trainer, Weights};
 
 #[derive(Parser)]
 #[command(about = "Eight diffusion bugs, each measured against the correct code")]
@@ -274,7 +275,7 @@ fn ddim_with(
     for &step in grid.steps() {
         let t = s.timestep(step.t, n)?;
         let out = tch::no_grad(|| model.predict(&x, t.tensor(), Some(y), false))?;
-        let (x0, _) = reverse::x0_and_eps(s, kind, &x, &t, &out);
+        let (x0, _) = forward::x0_and_eps(s, kind, &x, &t, &out);
         let x0 = x0.clamp(-1.0, 1.0);
         let eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0) / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
         let z = if eta > 0.0 && step.prev.is_some() { x.randn_like() } else { x.zeros_like() };

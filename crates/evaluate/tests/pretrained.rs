@@ -81,7 +81,7 @@ fn export_keeps_exactly_the_ema_weights() {
         model: network::ModelConfig::Seed(network::SeedUNetConfig { in_channels: 1, channels: 32, num_classes: Some(10), full_res_skip: false }),
         schedule: "linear".into(),
         timesteps: 100,
-        prediction: training::Prediction::Epsilon,
+        prediction: forward::Prediction::Epsilon,
         loss_weighting: Default::default(),
         lr_schedule: Default::default(),
         optimizer: Default::default(),

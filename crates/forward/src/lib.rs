@@ -4,6 +4,9 @@
 //! `t ∈ {0, …, T−1}`, and our `t` is the paper's `t + 1`. So `alpha_bar[0]`
 //! is the paper's ᾱ₁ and `alpha_bar_prev[0] = 1` is the paper's ᾱ₀.
 pub mod oracle;
+mod prediction;
+
+pub use prediction::{predict_x0_from_eps, target, x0_and_eps, Prediction};
 
 use tch::{Device, Kind, Tensor};
 

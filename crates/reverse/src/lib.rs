@@ -9,7 +9,7 @@ pub use trace::StepRecord;
 use forward::{Schedule, Timesteps};
 use network::NoisePredictor;
 use tch::{Kind, Tensor};
-use training::Prediction;
+use forward::{x0_and_eps, Prediction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReverseError {
@@ -76,33 +76,6 @@ impl Sampler {
         match *self {
             Sampler::Ddpm { clip, .. } | Sampler::Ddim { clip, .. } => clip,
         }
-    }
-}
-
-// ANCHOR: predict_x0
-/// x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t, written as √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂
-/// (DDPM eq. 4 solved for x_0).
-pub fn predict_x0_from_eps(s: &Schedule, x_t: &Tensor, t: &Timesteps, eps: &Tensor) -> Tensor {
-    t.gather(&s.sqrt_recip_alpha_bar, x_t) * x_t - t.gather(&s.sqrt_recipm1_alpha_bar, x_t) * eps
-}
-// ANCHOR_END: predict_x0
-
-/// Reads a network output of any [`Prediction`] kind as the pair (x̂_0, ε̂).
-pub fn x0_and_eps(
-    s: &Schedule,
-    kind: Prediction,
-    x_t: &Tensor,
-    t: &Timesteps,
-    out: &Tensor,
-) -> (Tensor, Tensor) {
-    let (a, b) = (
-        t.gather(&s.sqrt_alpha_bar, x_t),
-        t.gather(&s.sqrt_one_minus_alpha_bar, x_t),
-    );
-    match kind {
-        Prediction::Epsilon => (predict_x0_from_eps(s, x_t, t, out), out.shallow_clone()),
-        Prediction::Sample => (out.shallow_clone(), (x_t - &a * out) / &b),
-        Prediction::Velocity => (&a * x_t - &b * out, &b * x_t + &a * out),
     }
 }
 

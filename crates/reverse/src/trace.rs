@@ -46,7 +46,7 @@ pub fn save(
     records: &[StepRecord],
     s: &Schedule,
     sampler: &Sampler,
-    prediction: training::Prediction,
+    prediction: forward::Prediction,
 ) -> Result<()> {
     if records.is_empty() {
         return Err(ReverseError::Trace("is empty: nothing was recorded".into()));
@@ -83,21 +83,21 @@ pub fn save(
         "schedule".into(),
         format!("{} T={}", s.kind.name(), s.steps),
     );
-    training::checkpoint::save(path, &tensors, &meta)
-        .map_err(|e| ReverseError::Trace(e.to_string()))
+    util::safetensors::save(path, &tensors, &meta)
+        .map_err(|e| ReverseError::Trace(format!("{e:#}")))
 }
 
 /// A trace read back: the records, the sampler and the prediction kind.
 pub struct Loaded {
     pub records: Vec<StepRecord>,
     pub sampler: Sampler,
-    pub prediction: training::Prediction,
+    pub prediction: forward::Prediction,
     pub alpha_bar: Vec<f64>,
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
-    let ck = training::checkpoint::load(path, Device::Cpu)
-        .map_err(|e| ReverseError::Trace(e.to_string()))?;
+    let ck = util::safetensors::load(path, Device::Cpu)
+        .map_err(|e| ReverseError::Trace(format!("{e:#}")))?;
     let bad = |m: &str| ReverseError::Trace(format!("{}: {m}", path.display()));
     let get = |k: &str| {
         ck.tensors

@@ -5,7 +5,8 @@ use network::{ModelConfig, SeedUNetConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use training::optim::AdamConfig;
-use training::{Prediction, TrainConfig, Trainer};
+use forward::Prediction;
+use training::{TrainConfig, Trainer};
 
 #[derive(Parser)]
 struct Args {

@@ -13,7 +13,8 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use training::{LossWeighting, LrSchedule, Prediction, TrainConfig, TrainError, Trainer};
+use forward::Prediction;
+use training::{LossWeighting, LrSchedule, TrainConfig, TrainError, Trainer};
 use util::plot::{line_panels, Series};
 
 #[derive(Parser)]

@@ -3,7 +3,7 @@
 pub mod checkpoint;
 pub mod optim;
 
-use forward::{Schedule, ScheduleKind, Timesteps};
+use forward::{target, Prediction, Schedule, ScheduleKind, Timesteps};
 use network::{ModelConfig, NoisePredictor};
 use optim::{Adam, AdamConfig};
 use std::collections::BTreeMap;
@@ -33,48 +33,6 @@ pub enum TrainError {
 
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-/// What the network's output means. The samplers read the same enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prediction {
-    /// ε, the noise that was added (DDPM).
-    Epsilon,
-    /// x_0, the clean image.
-    Sample,
-    /// v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022).
-    Velocity,
-}
-
-impl std::str::FromStr for Prediction {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "eps" | "epsilon" => Ok(Self::Epsilon),
-            "x0" | "sample" => Ok(Self::Sample),
-            "v" | "velocity" => Ok(Self::Velocity),
-            _ => Err(format!("unknown prediction '{s}': use eps, x0 or v")),
-        }
-    }
-}
-
-// ANCHOR: target
-/// The regression target for x_0, noise ε and timesteps t.
-pub fn target(
-    kind: Prediction,
-    s: &Schedule,
-    x0: &Tensor,
-    noise: &Tensor,
-    t: &Timesteps,
-) -> Tensor {
-    match kind {
-        Prediction::Epsilon => noise.shallow_clone(),
-        Prediction::Sample => x0.shallow_clone(),
-        Prediction::Velocity => {
-            t.gather(&s.sqrt_alpha_bar, x0) * noise - t.gather(&s.sqrt_one_minus_alpha_bar, x0) * x0
-        }
-    }
-}
-// ANCHOR_END: target
 
 // ANCHOR: drop_labels
 /// Replaces each label by the null class `num_classes` with probability

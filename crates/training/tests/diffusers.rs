@@ -1,7 +1,8 @@
 //! A folder saved by diffusers (UNet2DModel + DDPMScheduler) loads for sampling.
 use std::process::Command;
 use tch::{Device, Tensor};
-use training::{load_diffusers, Prediction};
+use forward::Prediction;
+use training::load_diffusers;
 
 #[test]
 fn diffusers_folder_loads_with_its_schedule_and_prediction() {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use training::{target, Prediction, TrainConfig, TrainError, Trainer};
+use forward::{target, Prediction};
+use training::{TrainConfig, TrainError, Trainer};
 
 /// libtorch's generator is process-global and the trainer reseeds it each
 /// step; tests in this binary run on parallel threads, so each takes this lock.
@@ -308,7 +309,7 @@ fn checkpoint_bytes_are_deterministic_and_round_trip() {
     ]
     .into_iter()
     .collect();
-    let one = training::checkpoint::to_bytes(&tensors, &meta).unwrap();
+    let one = util::safetensors::to_bytes(&tensors, &meta).unwrap();
     let reversed: Vec<(String, Tensor)> = tensors
         .iter()
         .rev()
@@ -316,7 +317,7 @@ fn checkpoint_bytes_are_deterministic_and_round_trip() {
         .collect();
     assert_eq!(
         one,
-        training::checkpoint::to_bytes(&reversed, &meta).unwrap(),
+        util::safetensors::to_bytes(&reversed, &meta).unwrap(),
         "order of input must not matter"
     );
     let dir = tmpdir("bytes");

@@ -2,6 +2,7 @@
 //! CSV files. Nothing here is part of the diffusion algorithms.
 mod grid;
 pub mod plot;
+pub mod safetensors;
 
 pub use grid::{labelled_grid, save_labelled_grid, strings, GridLabels};
 
