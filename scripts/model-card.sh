@@ -2,7 +2,7 @@
 # Measure the shipped model for its model card: DDPM-1000, DDIM-50 and DDIM-20
 # at guidance w = 0, 1, 3, each with N = 1000 samples (100 per class, seed 0),
 # evaluated against the Fashion-MNIST test set with the shipped classifier.
-# Writes the table into crates/evaluate/pretrained/fashion-cfg.md between
+# Writes the table into crates/training/pretrained/fashion-cfg.md between
 # the <!-- metrics --> markers.
 #
 #   scripts/model-card.sh              # about an hour on 2 CPU cores (DDPM dominates)
@@ -13,8 +13,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 N="${N:-1000}"
-MODEL=crates/evaluate/pretrained/fashion-cfg.safetensors
-CARD=crates/evaluate/pretrained/fashion-cfg.md
+MODEL=crates/training/pretrained/fashion-cfg.safetensors
+CARD=crates/training/pretrained/fashion-cfg.md
 OUT="$(target_dir)/model-card/n$N"
 mkdir -p "$OUT"
 cargo build --quiet --release --example sample --example evaluate

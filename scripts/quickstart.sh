@@ -20,7 +20,7 @@ BIN="$(target_dir)/release/examples"
 echo "==> what tch sees"
 "$BIN/device_info"
 
-echo "==> samples from the shipped model (crates/evaluate/pretrained/fashion-cfg)"
+echo "==> samples from the shipped model (crates/training/pretrained/fashion-cfg)"
 "$BIN/sample" --pretrained fashion-cfg --sampler ddpm --per-class 2 --seed 0 --out "$OUT/ddpm.png"
 "$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 50 --per-class 8 --seed 0 --out "$OUT/ddim50.png"
 "$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 50 --guidance 3 --per-class 8 --seed 0 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the book's class-conditional Fashion-MNIST model from scratch on the CPU
-# and measure it: the recipe behind crates/evaluate/pretrained/fashion-cfg.
+# and measure it: the recipe behind crates/training/pretrained/fashion-cfg.
 #
 #   scripts/train-from-scratch.sh            # 4500 steps (~18 min on 2 idle cores)
 #   STEPS=3000 scripts/train-from-scratch.sh # a shorter run

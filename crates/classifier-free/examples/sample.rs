@@ -137,7 +137,7 @@ fn main() {
                 if args.raw_weights {
                     bail!("--raw-weights: pretrained models ship only their EMA weights");
                 }
-                (evaluate::pretrained::model(name, device)?, format!("pretrained:{name}"))
+                (training::pretrained::model(name, device)?, format!("pretrained:{name}"))
             }
             (None, Some(path)) => (
                 training::load_model(path, weights, device)?,

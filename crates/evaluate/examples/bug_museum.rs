@@ -76,7 +76,7 @@ fn main() {
             .with_context(|| format!("cannot create {}", args.out.display()))?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
-        let shipped = evaluate::pretrained::fashion_cfg(device)?;
+        let shipped = training::pretrained::fashion_cfg(device)?;
         let s = shipped.schedule()?;
         let kind = shipped.config.prediction;
         let m: &dyn NoisePredictor = &*shipped.model;

@@ -45,7 +45,7 @@ fn main() {
         let args = Args::parse();
         let device = Device::Cpu;
         std::fs::create_dir_all(&args.out)?;
-        let loaded = evaluate::pretrained::fashion_cfg(device)?;
+        let loaded = training::pretrained::fashion_cfg(device)?;
         let schedule = loaded.schedule()?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);

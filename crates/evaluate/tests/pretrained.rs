@@ -35,7 +35,7 @@ fn classifier_reaches_its_recorded_test_accuracy() {
 #[test]
 fn shipped_model_samples_the_requested_classes() {
     let _g = serial();
-    let loaded = pretrained::fashion_cfg(Device::Cpu).unwrap();
+    let loaded = training::pretrained::fashion_cfg(Device::Cpu).unwrap();
     let cfg = &loaded.config;
     assert_eq!(cfg.model.num_classes(), Some(10));
     assert!(cfg.p_uncond > 0.0, "trained with label dropout, so guidance works");
@@ -101,10 +101,10 @@ fn export_keeps_exactly_the_ema_weights() {
     tr.save(&ckpt).unwrap();
     let out = dir.join("small.safetensors");
     let notes = BTreeMap::from([("hardware".to_string(), "test".to_string())]);
-    pretrained::export(&ckpt, &out, notes).unwrap();
+    training::pretrained::export(&ckpt, &out, notes).unwrap();
     let file = training::checkpoint::load(&out, Device::Cpu).unwrap();
     assert!(file.tensors.keys().all(|k| k.starts_with("ema.")));
-    assert_eq!(file.metadata["format"], pretrained::FORMAT);
+    assert_eq!(file.metadata["format"], training::pretrained::FORMAT);
     assert_eq!(file.metadata["hardware"], "test");
     let a = training::load_model(&out, training::Weights::Ema, Device::Cpu).unwrap();
     let b = training::load_model(&ckpt, training::Weights::Ema, Device::Cpu).unwrap();
@@ -119,6 +119,6 @@ fn export_keeps_exactly_the_ema_weights() {
 
 #[test]
 fn unknown_names_are_refused_clearly() {
-    let err = pretrained::model("cifar-huge", Device::Cpu).err().unwrap().to_string();
+    let err = training::pretrained::model("cifar-huge", Device::Cpu).err().unwrap().to_string();
     assert_eq!(err, "no pretrained diffusion model 'cifar-huge': choose one of fashion-cfg");
 }

@@ -2,6 +2,7 @@
 //! clipping, an EMA of the weights, and checkpoints that resume exactly.
 pub mod checkpoint;
 pub mod optim;
+pub mod pretrained;
 
 use forward::{target, Prediction, Schedule, ScheduleKind, Timesteps};
 use network::{ModelConfig, NoisePredictor};
@@ -29,6 +30,9 @@ pub enum TrainError {
     NonFinite { step: i64, value: f64 },
     #[error("invalid training config: {0}")]
     Config(String),
+    /// A request that names something that is not there (a shipped model).
+    #[error("{0}")]
+    Input(String),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

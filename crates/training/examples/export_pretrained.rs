@@ -2,7 +2,7 @@
 //! the training config only (no raw weights, no optimizer state).
 //!
 //! cargo run --release --example export_pretrained -- \
-//!     --checkpoint out/train/ckpt-00006000.safetensors --out crates/evaluate/pretrained/fashion-cfg.safetensors \
+//!     --checkpoint out/train/ckpt-00006000.safetensors --out crates/training/pretrained/fashion-cfg.safetensors \
 //!     --command "scripts/train-from-scratch.sh" --hardware "2-core Xeon CPU"
 //!
 //! The wall time to reach the checkpoint's step is read from loss.csv beside it.
@@ -35,7 +35,7 @@ fn main() {
         if let Some(secs) = seconds_at_checkpoint(&args.checkpoint)? {
             notes.insert("train_seconds".into(), format!("{secs:.0}"));
         }
-        evaluate::pretrained::export(&args.checkpoint, &args.out, notes)?;
+        training::pretrained::export(&args.checkpoint, &args.out, notes)?;
         let bytes = std::fs::metadata(&args.out)?.len();
         println!("wrote {} ({:.2} MB)", args.out.display(), bytes as f64 / 1e6);
         Ok(())
