@@ -427,8 +427,17 @@ class Browser:
 # --- the local web server -----------------------------------------------------------
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    # The book's site-url (book.toml): pages that use absolute links, such as
+    # 404.html, reach the files under it, as they do on the published site.
+    prefix = ""
+
     def log_message(self, *args):
         pass
+
+    def translate_path(self, path):
+        if self.prefix and path.startswith(self.prefix):
+            path = "/" + path[len(self.prefix):]
+        return super().translate_path(path)
 
 
 class QuietServer(http.server.ThreadingHTTPServer):
@@ -439,6 +448,11 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 def serve(directory):
+    import tomllib
+    book_toml = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "book.toml")
+    with open(book_toml, "rb") as f:
+        site = tomllib.load(f).get("output", {}).get("html", {}).get("site-url", "/")
+    QuietHandler.prefix = site.rstrip("/") + "/" if site.strip("/") else ""
     srv = QuietServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
@@ -687,7 +701,10 @@ class Checker:
                     continue
                 seen.add(u.geturl())
                 self.counts["links"] += 1
-                path = urllib.parse.unquote(u.path).lstrip("/")
+                path = urllib.parse.unquote(u.path)
+                if QuietHandler.prefix and path.startswith(QuietHandler.prefix):
+                    path = path[len(QuietHandler.prefix):]   # the site-url, as the server maps it
+                path = path.lstrip("/")
                 if path == "" or path.endswith("/"):
                     path += "index.html"
                 full = os.path.join(self.book, *path.split("/"))

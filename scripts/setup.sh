@@ -54,9 +54,9 @@ if [ "$have_torch" != "$TORCH_VERSION" ]; then
   "$VPY" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
     || die "pip could not install torch==$TORCH_VERSION into $VENV: check that PyPI is reachable"
 fi
-"$VPY" -c 'import numpy, safetensors, scipy' 2>/dev/null \
-  || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors scipy \
-  || die "pip could not install numpy, safetensors and scipy into $VENV"
+"$VPY" -c 'import numpy, safetensors, scipy, yaml' 2>/dev/null \
+  || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors scipy pyyaml \
+  || die "pip could not install numpy, safetensors, scipy and pyyaml into $VENV"
 # diffusers: the reference UNet2DModel for the parity test and the time-to-quality benchmark.
 have_diffusers="$("$VPY" -c 'import diffusers; print(diffusers.__version__)' 2>/dev/null || true)"
 if [ "$have_diffusers" != "$DIFFUSERS_VERSION" ]; then

@@ -40,6 +40,9 @@ step "mdbook build"
 mdbook build
 [ -f "$ROOT/target/book/index.html" ] || { echo "error: mdbook build produced no index.html" >&2; exit 1; }
 
+step "deploy workflow: valid YAML, the pinned tools, the same mdbook build"
+"$(venv_python)" scripts/check-deploy.py
+
 step "the rendered book in headless Chromium: no console errors, math rendered, images loaded, links resolve, search works"
 bash scripts/check-rendered.sh --book "$ROOT/target/book"
 
