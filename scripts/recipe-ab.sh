@@ -21,7 +21,7 @@
 # first 15 minutes are the 15-minute row. A cosine row decays over its own
 # budget, so each of its budgets is a run of its own.
 #
-# Training folders live in target/recipe-ab/ (not committed).
+# Training folders: ~/.cache/diffusion-executed/recipe-ab/ (or $WORK), never committed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -30,7 +30,9 @@ CORES="$(nproc)"
 N="${N:-1000}"                 # samples per guidance scale
 STAGES="${STAGES:-$BUDGET}"    # budgets to stop at and measure, ascending
 CSV="${OUT_CSV:-book/generated/recipe_ab.csv}"
-WORK="${WORK:-$(target_dir)/recipe-ab}"
+# Training folders live outside the clone, so that a later sitting on the same
+# machine (a fresh clone) resumes them.
+WORK="${WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/diffusion-executed/recipe-ab}"
 cargo build --quiet --release --example train --example sample --example evaluate
 bin="$(target_dir)/release/examples"
 
