@@ -131,13 +131,19 @@ fn main() {
                 if args.raw_weights {
                     bail!("--raw-weights: a diffusers folder holds one set of weights");
                 }
-                (training::load_diffusers(dir, device)?, format!("diffusers:{}", dir.display()))
+                (
+                    training::load_diffusers(dir, device)?,
+                    format!("diffusers:{}", dir.display()),
+                )
             }
             (Some(name), _) => {
                 if args.raw_weights {
                     bail!("--raw-weights: pretrained models ship only their EMA weights");
                 }
-                (training::pretrained::model(name, device)?, format!("pretrained:{name}"))
+                (
+                    training::pretrained::model(name, device)?,
+                    format!("pretrained:{name}"),
+                )
             }
             (None, Some(path)) => (
                 training::load_model(path, weights, device)?,
@@ -190,7 +196,10 @@ fn main() {
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
         if want_trace && n > args.batch_size {
-            bail!("--trace/--gif/--trajectory keep every step in memory: use --n ≤ --batch-size ({})", args.batch_size);
+            bail!(
+                "--trace/--gif/--trajectory keep every step in memory: use --n ≤ --batch-size ({})",
+                args.batch_size
+            );
         }
         let chunks = x_big_t.split(args.batch_size, 0);
         let bar = ProgressBar::new(grid.len() as u64 * chunks.len() as u64);
@@ -222,25 +231,28 @@ fn main() {
             Some(_) => format!("the weights of {source}"),
             None => format!("step {} {weights:?} weights of {source}", loaded.step),
         };
-        let what = format!("{n} samples, {sampler:?}, guidance w = {}, {of}", args.guidance);
+        let what = format!(
+            "{n} samples, {sampler:?}, guidance w = {}, {of}",
+            args.guidance
+        );
         if args.no_grid {
             println!("sampled {what}");
         } else {
-            let title = match args.guidance {
-                w if w == 1.0 => sampler_name(&sampler, grid.len()),
-                w => format!("{}, guidance w = {w}", sampler_name(&sampler, grid.len())),
+            let name = sampler_name(&sampler, grid.len());
+            let title = if args.guidance == 1.0 {
+                name
+            } else {
+                format!("{name}, guidance w = {}", args.guidance)
             };
             let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
             save_grid(&x0, cols, names.as_deref(), &title, &args.out)?;
             println!("wrote {} ({what})", args.out.display());
         }
         if let Some(path) = &args.save_tensors {
-            let y = labels
-                .as_ref()
-                .map_or_else(
-                    || Tensor::full([n], -1, (Kind::Int64, device)),
-                    Tensor::shallow_clone,
-                );
+            let y = labels.as_ref().map_or_else(
+                || Tensor::full([n], -1, (Kind::Int64, device)),
+                Tensor::shallow_clone,
+            );
             let tensors = [
                 ("images".to_string(), x0.to_kind(Kind::Float)),
                 ("labels".to_string(), y),
@@ -308,13 +320,17 @@ fn save_grid(
     let rows = (n + cols - 1) / cols;
     let mut tiles = x0.shallow_clone();
     if rows * cols > n {
-        let [_, c, h, w] = x0.size()[..] else { bail!("samples must be (N, C, H, W)") };
+        let [_, c, h, w] = x0.size()[..] else {
+            bail!("samples must be (N, C, H, W)")
+        };
         let blank = Tensor::ones([rows * cols - n, c, h, w], (Kind::Float, x0.device()));
         tiles = Tensor::cat(&[x0.to_kind(Kind::Float), blank], 0);
     }
     // One name for the cells i ∈ idx when they all share it.
     let shared = |idx: &mut dyn Iterator<Item = i64>| -> String {
-        let Some(names) = names else { return String::new() };
+        let Some(names) = names else {
+            return String::new();
+        };
         let mut it = idx.filter(|&i| i < n).map(|i| &names[i as usize]);
         let first = it.next();
         match first {
@@ -328,9 +344,16 @@ fn save_grid(
     let row_labels: Vec<String> = if col_labels.iter().all(|l| !l.is_empty()) {
         vec![String::new(); rows as usize]
     } else {
-        (0..rows).map(|r| shared(&mut (0..cols).map(|c| r * cols + c))).collect()
+        (0..rows)
+            .map(|r| shared(&mut (0..cols).map(|c| r * cols + c)))
+            .collect()
     };
-    util::save_labelled_grid(&tiles, &util::GridLabels::new(title, row_labels, col_labels), 3, path)
+    util::save_labelled_grid(
+        &tiles,
+        &util::GridLabels::new(title, row_labels, col_labels),
+        3,
+        path,
+    )
 }
 
 /// Rows = the first (up to) 6 samples; columns = 8 steps of x_t, then the same 8 steps of x̂_0.

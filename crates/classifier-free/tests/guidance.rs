@@ -1,11 +1,11 @@
 //! Guidance: one batched pass, the null class, every sampler, bad input.
 use classifier_free::{drop_labels, GuidanceError, Guided, TwoPass};
+use forward::Prediction;
 use forward::{Schedule, ScheduleKind};
 use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
 use reverse::{sample, Sampler, Spacing, Variance};
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
-use forward::Prediction;
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -221,7 +221,15 @@ fn training_feeds_the_null_class_to_the_model() {
     let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
     let dropped = drop_labels(&y, 10, 0.5);
     let x0 = Tensor::zeros([64, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let _ = training::loss(&rec, &s, Prediction::Epsilon, Default::default(), &x0, Some(&dropped)).unwrap();
+    let _ = training::loss(
+        &rec,
+        &s,
+        Prediction::Epsilon,
+        Default::default(),
+        &x0,
+        Some(&dropped),
+    )
+    .unwrap();
     let seen = rec.calls.borrow()[0].clone().unwrap();
     assert_eq!(seen, Vec::<i64>::try_from(&dropped).unwrap());
     let nulls = seen.iter().filter(|&&l| l == 10).count();

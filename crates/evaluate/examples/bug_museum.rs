@@ -11,15 +11,15 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use classifier_free::Guided;
 use evaluate::{Evaluator, Metrics};
+use forward::Prediction;
 use forward::Schedule;
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
+use network::{ModelConfig, SeedUNetConfig};
 use reverse::{GridStep, Sampler, Spacing, TimestepGrid, Variance};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-use network::{ModelConfig, SeedUNetConfig};
-use forward::Prediction;
 use training::{TrainConfig, Trainer, Weights};
 
 #[derive(Parser)]
@@ -82,7 +82,12 @@ fn main() {
         let m: &dyn NoisePredictor = &*shipped.model;
 
         let mut exhibits = Vec::new();
-        let ddim = |steps, eta| Sampler::Ddim { steps, eta, spacing: Spacing::Trailing, clip: true };
+        let ddim = |steps, eta| Sampler::Ddim {
+            steps,
+            eta,
+            spacing: Spacing::Trailing,
+            clip: true,
+        };
 
         if wanted("ddim_grid") {
             // Correct: 20 trailing steps from t = T−1, the last one landing on ᾱ = 1.
@@ -92,7 +97,12 @@ fn main() {
             let ts: Vec<i64> = (0..20).rev().map(|i| i * 50).collect();
             let bad = TimestepGrid::unchecked(&ts, s.steps, Some(0));
             let buggy = reverse::sample_on_grid(m, &s, kind, &bad, 0.0, true, &x, Some(&y))?;
-            exhibits.push(Exhibit { key: "ddim_grid", title: "DDIM grid from 950 ending on ᾱ₀ (DDIM-20)", correct, buggy });
+            exhibits.push(Exhibit {
+                key: "ddim_grid",
+                title: "DDIM grid from 950 ending on ᾱ₀ (DDIM-20)",
+                correct,
+                buggy,
+            });
         }
         if wanted("ddim_sigma") {
             let (x, y) = noise(args.n, args.seed);
@@ -107,7 +117,12 @@ fn main() {
             if !library.equal(&correct) {
                 bail!("internal: the museum's DDIM loop differs from reverse::sample");
             }
-            exhibits.push(Exhibit { key: "ddim_sigma", title: "DDIM η = 1 without σ² in the direction term (DDIM-50)", correct, buggy });
+            exhibits.push(Exhibit {
+                key: "ddim_sigma",
+                title: "DDIM η = 1 without σ² in the direction term (DDIM-50)",
+                correct,
+                buggy,
+            });
         }
         if wanted("w_convention") {
             // Intended: no guidance. The paper writes ε̃ = (1 + w′) ε_c − w′ ε_u with
@@ -115,18 +130,34 @@ fn main() {
             let (x, y) = noise(args.n, args.seed);
             let correct = guided_sample(m, &s, kind, &ddim(50, 0.0), 1.0, &x, &y)?;
             let buggy = guided_sample(m, &s, kind, &ddim(50, 0.0), 0.0, &x, &y)?;
-            exhibits.push(Exhibit { key: "w_convention", title: "paper's w′ = 0 passed as this book's w (DDIM-50)", correct, buggy });
+            exhibits.push(Exhibit {
+                key: "w_convention",
+                title: "paper's w′ = 0 passed as this book's w (DDIM-50)",
+                correct,
+                buggy,
+            });
         }
         if wanted("ddpm_clip") {
             let (x, y) = noise(args.n_ddpm, args.seed);
-            let ddpm = |clip| Sampler::Ddpm { variance: Variance::FixedSmall, clip };
+            let ddpm = |clip| Sampler::Ddpm {
+                variance: Variance::FixedSmall,
+                clip,
+            };
             let bar = bar(2 * s.steps as u64, "DDPM, clipped and not")?;
             tch::manual_seed(args.seed + 2);
-            let correct = reverse::sample(m, &s, kind, &ddpm(true), &x, Some(&y), None, |_| bar.inc(1))?;
+            let correct =
+                reverse::sample(m, &s, kind, &ddpm(true), &x, Some(&y), None, |_| bar.inc(1))?;
             tch::manual_seed(args.seed + 2);
-            let buggy = reverse::sample(m, &s, kind, &ddpm(false), &x, Some(&y), None, |_| bar.inc(1))?;
+            let buggy = reverse::sample(m, &s, kind, &ddpm(false), &x, Some(&y), None, |_| {
+                bar.inc(1)
+            })?;
             bar.finish_and_clear();
-            exhibits.push(Exhibit { key: "ddpm_clip", title: "DDPM without clipping x̂₀ (DDPM-1000)", correct, buggy });
+            exhibits.push(Exhibit {
+                key: "ddpm_clip",
+                title: "DDPM without clipping x̂₀ (DDPM-1000)",
+                correct,
+                buggy,
+            });
         }
 
         let training_bugs = ["no_dropout", "data_range", "no_ema", "no_full_res"];
@@ -137,35 +168,67 @@ fn main() {
             let steps = args.train_steps;
             let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
             let (x, y) = noise(args.n, args.seed);
-            let w3 = |model: &dyn NoisePredictor| guided_sample(model, &s, kind, &ddim(50, 0.0), 3.0, &x, &y);
+            let w3 = |model: &dyn NoisePredictor| {
+                guided_sample(model, &s, kind, &ddim(50, 0.0), 3.0, &x, &y)
+            };
             let load = |path: &Path| training::load_model(path, Weights::Ema, device);
             let correct = w3(&*load(&right)?.model)?;
             let mut exhibit = |key: &'static str, title: &'static str, buggy: Tensor| {
-                exhibits.push(Exhibit { key, title, correct: correct.shallow_clone(), buggy });
+                exhibits.push(Exhibit {
+                    key,
+                    title,
+                    correct: correct.shallow_clone(),
+                    buggy,
+                });
             };
             if wanted("no_dropout") {
-                let config = TrainConfig { p_uncond: 0.0, ..like.clone() }; // BUG
+                let config = TrainConfig {
+                    p_uncond: 0.0,
+                    ..like.clone()
+                }; // BUG
                 let path = trained(&models, "no-dropout", config, false, &train, steps)?;
-                exhibit("no_dropout", "guided at w = 3 after training without label dropout", w3(&*load(&path)?.model)?);
+                exhibit(
+                    "no_dropout",
+                    "guided at w = 3 after training without label dropout",
+                    w3(&*load(&path)?.model)?,
+                );
             }
             if wanted("data_range") {
                 let path = trained(&models, "unit-range", like.clone(), true, &train, steps)?;
                 // Its samples live in [0, 1]: map them back to [−1, 1] to compare like with like.
                 let buggy = (w3(&*load(&path)?.model)? * 2.0 - 1.0).clamp(-1.0, 1.0);
-                exhibit("data_range", "trained on [0, 1] data (shown mapped back to [−1, 1])", buggy);
+                exhibit(
+                    "data_range",
+                    "trained on [0, 1] data (shown mapped back to [−1, 1])",
+                    buggy,
+                );
             }
             if wanted("no_ema") {
                 let raw = training::load_model(&right, Weights::Raw, device)?; // BUG
-                exhibit("no_ema", "sampling the raw weights instead of the EMA", w3(&*raw.model)?);
+                exhibit(
+                    "no_ema",
+                    "sampling the raw weights instead of the EMA",
+                    w3(&*raw.model)?,
+                );
             }
             if wanted("no_full_res") {
                 let ModelConfig::Seed(seed) = like.model else {
                     bail!("the shipped model is not a SeedUNet");
                 };
-                let model = ModelConfig::Seed(SeedUNetConfig { full_res_skip: false, ..seed }); // BUG
-                let config = TrainConfig { model, ..like.clone() };
+                let model = ModelConfig::Seed(SeedUNetConfig {
+                    full_res_skip: false,
+                    ..seed
+                }); // BUG
+                let config = TrainConfig {
+                    model,
+                    ..like.clone()
+                };
                 let path = trained(&models, "seed-layout", config, false, &train, steps)?;
-                exhibit("no_full_res", "the seed layout: no full-resolution path to the output", w3(&*load(&path)?.model)?);
+                exhibit(
+                    "no_full_res",
+                    "the seed layout: no full-resolution path to the output",
+                    w3(&*load(&path)?.model)?,
+                );
             }
         }
 
@@ -184,7 +247,14 @@ fn main() {
             let _ = writeln!(
                 table,
                 "| {} | {} (`{}`) | {:.3} → {:.3} | {:.1} → {:.1} | {} |",
-                number(e.key), e.title, e.key, acc(&a), acc(&b), a.frechet, b.frechet, a.n
+                number(e.key),
+                e.title,
+                e.key,
+                acc(&a),
+                acc(&b),
+                a.frechet,
+                b.frechet,
+                a.n
             );
             let path = args.out.join(format!("bug-{}.png", e.key));
             let tiles = Tensor::cat(&[e.correct.narrow(0, 0, 10), e.buggy.narrow(0, 0, 10)], 0);
@@ -194,7 +264,15 @@ fn main() {
                 util::strings(data::FASHION_CLASSES), // labels() is 0, 1, …, 9
             );
             util::save_labelled_grid(&tiles, &labels, 3, &path)?;
-            println!("{}: accuracy {:.3} → {:.3}, FD {:.1} → {:.1}; wrote {}", e.key, acc(&a), acc(&b), a.frechet, b.frechet, path.display());
+            println!(
+                "{}: accuracy {:.3} → {:.3}, FD {:.1} → {:.1}; wrote {}",
+                e.key,
+                acc(&a),
+                acc(&b),
+                a.frechet,
+                b.frechet,
+                path.display()
+            );
         }
         util::write_atomic(&args.out.join("table.md"), table.as_bytes())?;
         print!("{table}");
@@ -214,12 +292,17 @@ fn labels(n: i64) -> Tensor {
 /// The same x_T and labels for both sides of an exhibit.
 fn noise(n: i64, seed: i64) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
-    (Tensor::randn([n, 1, 28, 28], (Kind::Float, Device::Cpu)), labels(n))
+    (
+        Tensor::randn([n, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        labels(n),
+    )
 }
 
 fn bar(len: u64, msg: &'static str) -> Result<ProgressBar> {
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} | ETA {eta}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{msg} {bar:30} {pos}/{len} | ETA {eta}",
+    )?);
     bar.set_message(msg);
     Ok(bar)
 }
@@ -234,7 +317,16 @@ fn guided_sample(
     y: &Tensor,
 ) -> Result<Tensor> {
     let guided = Guided::new(model, w, false)?;
-    Ok(reverse::sample(&guided, s, kind, sampler, x, Some(y), None, |_| {})?)
+    Ok(reverse::sample(
+        &guided,
+        s,
+        kind,
+        sampler,
+        x,
+        Some(y),
+        None,
+        |_| {},
+    )?)
 }
 
 // ANCHOR: bug_ddim_sigma
@@ -277,8 +369,13 @@ fn ddim_with(
         let out = tch::no_grad(|| model.predict(&x, t.tensor(), Some(y), false))?;
         let (x0, _) = forward::x0_and_eps(s, kind, &x, &t, &out);
         let x0 = x0.clamp(-1.0, 1.0);
-        let eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0) / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
-        let z = if eta > 0.0 && step.prev.is_some() { x.randn_like() } else { x.zeros_like() };
+        let eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0)
+            / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
+        let z = if eta > 0.0 && step.prev.is_some() {
+            x.randn_like()
+        } else {
+            x.zeros_like()
+        };
         x = update(s, step, eta, &x0, &eps, &z);
     }
     Ok(x)
@@ -300,7 +397,8 @@ fn trained(
         return Ok(path);
     }
     let mut trainer = Trainer::new(config, Device::Cpu)?;
-    let mut batches = data::Batches::new(data, trainer.config.batch_size, trainer.config.seed, true);
+    let mut batches =
+        data::Batches::new(data, trainer.config.batch_size, trainer.config.seed, true);
     let bar = bar(steps as u64, "training")?;
     bar.set_message(format!("training '{name}'"));
     while trainer.step < steps {

@@ -14,7 +14,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(about = "Conditional accuracy, Fréchet distance and precision/recall of generated samples")]
+#[command(
+    about = "Conditional accuracy, Fréchet distance and precision/recall of generated samples"
+)]
 struct Args {
     /// Sample files written by `sample --save-tensors`.
     #[arg(long, num_args = 1.., required = true)]
@@ -51,7 +53,8 @@ fn main() {
         for path in &args.samples {
             let s = evaluate::read_samples(path)?;
             let name = evaluate::describe(&s.metadata).unwrap_or_else(|| {
-                path.file_stem().map_or("samples".into(), |s| s.to_string_lossy().into())
+                path.file_stem()
+                    .map_or("samples".into(), |s| s.to_string_lossy().into())
             });
             files.push((name, s));
         }
@@ -90,7 +93,12 @@ fn main() {
 }
 
 fn table(rows: &[(String, Metrics)], markdown: bool) -> String {
-    let width = rows.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(7).max(7);
+    let width = rows
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     let mut out = String::new();
     let cells = |name: &str, m: &Metrics| {
         let acc = m.accuracy.map_or("–".to_string(), |a| format!("{a:.3}"));

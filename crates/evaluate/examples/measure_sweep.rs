@@ -52,21 +52,37 @@ fn main() {
         let n = args.n / 10 * 10;
         let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
         let calls: usize = args.guidance.iter().map(|&w| 50 * passes(w)).sum::<usize>()
-            + args.steps.iter().map(|&s| s * passes(args.steps_guidance)).sum::<usize>();
+            + args
+                .steps
+                .iter()
+                .map(|&s| s * passes(args.steps_guidance))
+                .sum::<usize>();
         let bar = ProgressBar::new(calls as u64);
         bar.set_style(ProgressStyle::with_template(
             "{bar:30} {pos}/{len} network calls of batch {msg} | ETA {eta}",
         )?);
         bar.set_message(n.to_string());
         let measure = |steps: usize, w: f64| -> Result<(Metrics, f64)> {
-            let sampler = Sampler::Ddim { steps, eta: 0.0, spacing: Spacing::Trailing, clip: true };
+            let sampler = Sampler::Ddim {
+                steps,
+                eta: 0.0,
+                spacing: Spacing::Trailing,
+                clip: true,
+            };
             let guided = Guided::new(&*loaded.model, w, false)?;
             tch::manual_seed(args.seed);
             let x_t = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
             let start = Instant::now();
-            let x0 = reverse::sample(&guided, &schedule, loaded.config.prediction, &sampler, &x_t, Some(&y), None, |_| {
-                bar.inc(passes(w) as u64)
-            })?;
+            let x0 = reverse::sample(
+                &guided,
+                &schedule,
+                loaded.config.prediction,
+                &sampler,
+                &x_t,
+                Some(&y),
+                None,
+                |_| bar.inc(passes(w) as u64),
+            )?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
             Ok((ev.evaluate(&x0, &y, args.seed)?, ms))
         };
@@ -82,13 +98,23 @@ fn main() {
         bar.finish_and_clear();
 
         let mut csv = Vec::new();
-        let mut md = String::from("| w | accuracy | FD | precision | recall |\n|---:|---:|---:|---:|---:|\n");
+        let mut md = String::from(
+            "| w | accuracy | FD | precision | recall |\n|---:|---:|---:|---:|---:|\n",
+        );
         for (w, (m, _)) in &g_rows {
             let a = m.accuracy.unwrap_or(f64::NAN);
             csv.push(vec![*w, a, m.frechet, m.precision, m.recall]);
-            let _ = writeln!(md, "| {w} | {a:.3} | {:.1} | {:.3} | {:.3} |", m.frechet, m.precision, m.recall);
+            let _ = writeln!(
+                md,
+                "| {w} | {a:.3} | {:.1} | {:.3} | {:.3} |",
+                m.frechet, m.precision, m.recall
+            );
         }
-        util::write_csv(&args.out.join("guidance.csv"), &["w", "accuracy", "frechet", "precision", "recall"], &csv)?;
+        util::write_csv(
+            &args.out.join("guidance.csv"),
+            &["w", "accuracy", "frechet", "precision", "recall"],
+            &csv,
+        )?;
         util::write_atomic(&args.out.join("guidance.md"), md.as_bytes())?;
         print!("DDIM-50, n = {n}\n{md}");
 
@@ -118,9 +144,18 @@ fn main() {
                     "agreement and coverage (higher is better)",
                     "guidance scale w",
                     "fraction",
-                    vec![series(1, "conditional accuracy"), series(3, "precision"), series(4, "recall")],
+                    vec![
+                        series(1, "conditional accuracy"),
+                        series(3, "precision"),
+                        series(4, "recall"),
+                    ],
                 ),
-                ("Fréchet distance (lower is better)", "guidance scale w", "FD", vec![series(2, "FD")]),
+                (
+                    "Fréchet distance (lower is better)",
+                    "guidance scale w",
+                    "FD",
+                    vec![series(2, "FD")],
+                ),
             ],
             (1000, 420),
         )?;

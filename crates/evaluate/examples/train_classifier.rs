@@ -77,7 +77,9 @@ fn main() {
             }
             accuracy = clf.accuracy(&test.images, &test.labels);
             let loss = total / per_epoch as f64;
-            bar.suspend(|| println!("epoch {epoch}: train loss {loss:.4} | test accuracy {accuracy:.4}"));
+            bar.suspend(|| {
+                println!("epoch {epoch}: train loss {loss:.4} | test accuracy {accuracy:.4}")
+            });
         }
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
@@ -108,7 +110,9 @@ fn main() {
 
 /// Accuracy within each true class.
 fn confusion(clf: &Trained, test: &data::Dataset) -> Vec<f64> {
-    let pred = clf.predict(&clf.features(&test.images)).to_device(tch::Device::Cpu);
+    let pred = clf
+        .predict(&clf.features(&test.images))
+        .to_device(tch::Device::Cpu);
     (0..10)
         .map(|c| {
             let mask = test.labels.eq(c);

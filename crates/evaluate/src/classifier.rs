@@ -121,7 +121,10 @@ impl Trained {
             let parts: Vec<Tensor> = images
                 .split(1000, 0)
                 .iter()
-                .map(|b| self.net.features(&b.to_device(device).to_kind(Kind::Float), false))
+                .map(|b| {
+                    self.net
+                        .features(&b.to_device(device).to_kind(Kind::Float), false)
+                })
                 .collect();
             Tensor::cat(&parts, 0)
         })

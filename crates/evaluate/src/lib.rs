@@ -52,19 +52,23 @@ pub struct Samples {
 pub fn read_samples(path: &Path) -> Result<Samples> {
     let ck = training::checkpoint::load(path, Device::Cpu)?;
     let get = |name: &str| {
-        ck.tensors.get(name).map(|t| t.shallow_clone()).ok_or_else(|| {
-            EvalError::Input(format!(
-                "{}: no '{name}' tensor (write sample files with `sample --save-tensors`)",
-                path.display()
-            ))
-        })
+        ck.tensors
+            .get(name)
+            .map(|t| t.shallow_clone())
+            .ok_or_else(|| {
+                EvalError::Input(format!(
+                    "{}: no '{name}' tensor (write sample files with `sample --save-tensors`)",
+                    path.display()
+                ))
+            })
     };
     let s = Samples {
         images: get("images")?,
         labels: get("labels")?,
         metadata: ck.metadata.clone(),
     };
-    check_samples(&s.images, &s.labels).map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
+    check_samples(&s.images, &s.labels)
+        .map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
     Ok(s)
 }
 
@@ -78,11 +82,17 @@ pub fn check_samples(images: &Tensor, labels: &Tensor) -> Result<()> {
         ));
     }
     if !images.is_floating_point() {
-        return bad(format!("images are {:?}: expected floats in [−1, 1]", images.kind()));
+        return bad(format!(
+            "images are {:?}: expected floats in [−1, 1]",
+            images.kind()
+        ));
     }
     let n = size[0];
     if n < 2 * K_NEIGHBOURS {
-        return bad(format!("{n} images: need at least {} to measure anything", 2 * K_NEIGHBOURS));
+        return bad(format!(
+            "{n} images: need at least {} to measure anything",
+            2 * K_NEIGHBOURS
+        ));
     }
     let (lo, hi) = (
         images.min().double_value(&[]),
@@ -105,7 +115,9 @@ pub fn check_samples(images: &Tensor, labels: &Tensor) -> Result<()> {
     }
     let (lmin, lmax) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
     if lmin < -1 || lmax > 9 {
-        return bad(format!("labels span {lmin}..={lmax}: expected 0..=9, or −1 for 'no label'"));
+        return bad(format!(
+            "labels span {lmin}..={lmax}: expected 0..=9, or −1 for 'no label'"
+        ));
     }
     if lmin == -1 && lmax != -1 {
         return bad("some labels are −1 and some are not: use −1 for all images or none".into());
@@ -141,12 +153,22 @@ impl Evaluator {
         let features = self.classifier.features(images).to_device(Device::Cpu);
         let accuracy = (labels.int64_value(&[0]) >= 0).then(|| {
             let predicted = self.classifier.predict(&features);
-            predicted.eq_tensor(labels).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+            predicted
+                .eq_tensor(labels)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[])
         });
         let frechet = frechet_distance(&gaussian(&features), &self.test);
         let real = self.real_subset(n, seed);
         let (precision, recall) = precision_recall(&real, &features, K_NEIGHBOURS);
-        Ok(Metrics { n, accuracy, frechet, precision, recall })
+        Ok(Metrics {
+            n,
+            accuracy,
+            frechet,
+            precision,
+            recall,
+        })
     }
     // ANCHOR_END: evaluate
 

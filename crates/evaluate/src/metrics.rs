@@ -43,7 +43,10 @@ pub fn sqrt_psd(m: &Tensor) -> Tensor {
 /// eigenvalues as the non-symmetric Σ₁Σ₂ of the usual FID code, without
 /// needing a general matrix square root.
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> f64 {
-    let diff = (&a.mean - &b.mean).square().sum(Kind::Double).double_value(&[]);
+    let diff = (&a.mean - &b.mean)
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[]);
     let root_a = sqrt_psd(&a.cov);
     let inner = root_a.matmul(&b.cov).matmul(&root_a);
     let inner = (&inner + inner.tr()) / 2.0;
@@ -74,7 +77,10 @@ pub fn precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> (f64, f64) {
         let radius = within.sort(1, false).0.select(1, k);
         let d = Tensor::cdist(probes, anchors, 2.0, EXACT); // [probes, anchors]
         let inside = d.le_tensor(&radius.unsqueeze(0)).any_dim(1, false);
-        inside.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+        inside
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
     };
     (covered(&real, &fake), covered(&fake, &real))
 }

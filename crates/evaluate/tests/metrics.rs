@@ -36,7 +36,10 @@ fn frechet_matches_the_closed_form_for_commuting_covariances() {
         .map(|i| (mu1[i] - mu2[i]).powi(2) + (a[i].sqrt() - b[i].sqrt()).powi(2))
         .sum();
     let got = frechet_distance(&rotated(&mu1, &a, &q), &rotated(&mu2, &b, &q));
-    assert!(rel(got, expected) < 1e-10, "{got} vs closed form {expected}");
+    assert!(
+        rel(got, expected) < 1e-10,
+        "{got} vs closed form {expected}"
+    );
 }
 
 #[test]
@@ -75,18 +78,30 @@ fn frechet_agrees_with_scipy() {
     // symmetric eigendecomposition.
     let dim = 64;
     let a = randn(&[2000, dim], 6).matmul(&randn(&[dim, dim], 7)) + 0.5;
-    let b = randn(&[1500, dim], 8).matmul(&(randn(&[dim, dim], 9) * 0.7 + Tensor::eye(dim, (Kind::Double, Device::Cpu))));
+    let b = randn(&[1500, dim], 8)
+        .matmul(&(randn(&[dim, dim], 9) * 0.7 + Tensor::eye(dim, (Kind::Double, Device::Cpu))));
     let dir = std::env::temp_dir().join(format!("frechet-parity-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("features.safetensors");
     Tensor::write_safetensors(&[("a", &a), ("b", &b)], &file).unwrap();
     let python = util::venv_python().unwrap();
     let script = util::repo_root().join("scripts/parity/frechet.py");
-    let out = Command::new(python).arg(script).arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let ours = frechet_distance(&gaussian(&a), &gaussian(&b));
-    println!("Fréchet distance: ours {ours:.12} scipy {theirs:.12} (relative difference {:.2e})", rel(ours, theirs));
+    println!(
+        "Fréchet distance: ours {ours:.12} scipy {theirs:.12} (relative difference {:.2e})",
+        rel(ours, theirs)
+    );
     assert!(rel(ours, theirs) < 1e-6, "ours {ours} vs scipy {theirs}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -100,13 +115,21 @@ fn frechet_stays_finite_when_the_covariance_is_singular() {
     let b = gaussian(&(randn(&[40, 64], 11) + 1.0));
     let d = frechet_distance(&a, &b);
     assert!(d.is_finite() && d > 0.0, "{d}");
-    assert!(evaluate::small_sample_warning(40).unwrap().contains("unreliable"));
+    assert!(evaluate::small_sample_warning(40)
+        .unwrap()
+        .contains("unreliable"));
     assert!(evaluate::small_sample_warning(1000).is_none());
 }
 
 /// Precision and recall by brute force: explicit loops over f64 vectors.
 fn brute_force(real: &[Vec<f64>], fake: &[Vec<f64>], k: usize) -> (f64, f64) {
-    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let dist = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let radii = |set: &[Vec<f64>]| -> Vec<f64> {
         set.iter()
             .map(|p| {
@@ -128,7 +151,9 @@ fn brute_force(real: &[Vec<f64>], fake: &[Vec<f64>], k: usize) -> (f64, f64) {
 }
 
 fn rows(t: &Tensor) -> Vec<Vec<f64>> {
-    (0..t.size()[0]).map(|i| Vec::<f64>::try_from(t.get(i)).unwrap()).collect()
+    (0..t.size()[0])
+        .map(|i| Vec::<f64>::try_from(t.get(i)).unwrap())
+        .collect()
 }
 
 #[test]
@@ -138,7 +163,10 @@ fn precision_recall_match_brute_force_and_limits() {
     let (p, r) = precision_recall(&real, &fake, 3);
     let (bp, br) = brute_force(&rows(&real), &rows(&fake), 3);
     assert_eq!((p, r), (bp, br));
-    assert!(p > 0.0 && p < 1.0 && r > 0.0 && r < 1.0, "not a trivial case: {p} {r}");
+    assert!(
+        p > 0.0 && p < 1.0 && r > 0.0 && r < 1.0,
+        "not a trivial case: {p} {r}"
+    );
     // The same set: everything covers everything.
     assert_eq!(precision_recall(&real, &real, 3), (1.0, 1.0));
     // Far apart: nothing covers anything.
@@ -155,14 +183,17 @@ fn precision_recall_match_brute_force_and_limits() {
 fn bad_samples_get_clear_messages() {
     let img = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
     let labels = Tensor::arange(10, (Kind::Int64, Device::Cpu));
-    let err = |images: &Tensor, labels: &Tensor| check_samples(images, labels).unwrap_err().to_string();
+    let err =
+        |images: &Tensor, labels: &Tensor| check_samples(images, labels).unwrap_err().to_string();
     assert_eq!(
         err(&img(&[10, 3, 32, 32]), &labels),
         "images have shape [10, 3, 32, 32]: the classifier needs [N, 1, 28, 28] (Fashion-MNIST-sized greyscale)"
     );
     let mut bright = img(&[10, 1, 28, 28]);
     let _ = bright.fill_(255.0);
-    assert!(err(&bright, &labels).starts_with("image values span [255.000, 255.000]: expected [−1, 1]"));
+    assert!(
+        err(&bright, &labels).starts_with("image values span [255.000, 255.000]: expected [−1, 1]")
+    );
     assert_eq!(
         err(&img(&[10, 1, 28, 28]), &labels.narrow(0, 0, 9)),
         "labels have shape [9] (Int64) for 10 images: expected [10] int64"

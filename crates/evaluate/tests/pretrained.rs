@@ -29,7 +29,10 @@ fn classifier_reaches_its_recorded_test_accuracy() {
     let recorded: f64 = clf.metadata["test_accuracy"].parse().unwrap();
     println!("classifier test accuracy {acc:.4} (recorded {recorded})");
     assert!(acc >= 0.90, "test accuracy {acc}");
-    assert!((acc - recorded).abs() < 6e-4, "measured {acc} vs recorded {recorded}");
+    assert!(
+        (acc - recorded).abs() < 6e-4,
+        "measured {acc} vs recorded {recorded}"
+    );
 }
 
 #[test]
@@ -38,17 +41,37 @@ fn shipped_model_samples_the_requested_classes() {
     let loaded = training::pretrained::fashion_cfg(Device::Cpu).unwrap();
     let cfg = &loaded.config;
     assert_eq!(cfg.model.num_classes(), Some(10));
-    assert!(cfg.p_uncond > 0.0, "trained with label dropout, so guidance works");
+    assert!(
+        cfg.p_uncond > 0.0,
+        "trained with label dropout, so guidance works"
+    );
     let schedule = loaded.schedule().unwrap();
     let guided = Guided::new(&*loaded.model, 3.0, false).unwrap();
-    let sampler = Sampler::Ddim { steps: 20, eta: 0.0, spacing: Spacing::Trailing, clip: true };
+    let sampler = Sampler::Ddim {
+        steps: 20,
+        eta: 0.0,
+        spacing: Spacing::Trailing,
+        clip: true,
+    };
     tch::manual_seed(0);
     let y = Tensor::arange(40, (Kind::Int64, Device::Cpu)).remainder(10);
     let x_t = Tensor::randn([40, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let x0 = reverse::sample(&guided, &schedule, cfg.prediction, &sampler, &x_t, Some(&y), None, |_| {}).unwrap();
+    let x0 = reverse::sample(
+        &guided,
+        &schedule,
+        cfg.prediction,
+        &sampler,
+        &x_t,
+        Some(&y),
+        None,
+        |_| {},
+    )
+    .unwrap();
     let clf = pretrained::classifier(Device::Cpu).unwrap();
     let acc = clf.accuracy(&x0, &y);
-    println!("40 DDIM-20 samples at w = 3: classifier agrees with the requested class for {acc:.3}");
+    println!(
+        "40 DDIM-20 samples at w = 3: classifier agrees with the requested class for {acc:.3}"
+    );
     assert!(acc >= 0.8, "conditional accuracy {acc}");
 }
 
@@ -57,12 +80,16 @@ fn reference_rows_bracket_real_and_noise() {
     let _g = serial();
     let clf = pretrained::classifier(Device::Cpu).unwrap();
     let test = test_set();
-    let train = data::load_mnist_like(Path::new(data::FASHION_MNIST_DIR), data::Split::Train).unwrap();
+    let train =
+        data::load_mnist_like(Path::new(data::FASHION_MNIST_DIR), data::Split::Train).unwrap();
     let ev = Evaluator::new(clf, &test.images);
     let [(_, real), (_, noise)] = evaluate::reference_rows(&ev, &train, 500, 0).unwrap();
     println!("real: {real:?}\nnoise: {noise:?}");
     assert!(real.accuracy.unwrap() > 0.9);
-    assert!(noise.frechet > 20.0 * real.frechet, "noise should be far from the data");
+    assert!(
+        noise.frechet > 20.0 * real.frechet,
+        "noise should be far from the data"
+    );
     assert!(real.precision > 0.5 && real.recall > 0.5);
     // Noise covers no real image; a few real outliers have balls wide enough
     // to swallow the tight cluster of noise features, so precision is small, not 0.
@@ -78,7 +105,12 @@ fn export_keeps_exactly_the_ema_weights() {
     let dir = std::env::temp_dir().join(format!("export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = training::TrainConfig {
-        model: network::ModelConfig::Seed(network::SeedUNetConfig { in_channels: 1, channels: 32, num_classes: Some(10), full_res_skip: false }),
+        model: network::ModelConfig::Seed(network::SeedUNetConfig {
+            in_channels: 1,
+            channels: 32,
+            num_classes: Some(10),
+            full_res_skip: false,
+        }),
         schedule: "linear".into(),
         timesteps: 100,
         prediction: forward::Prediction::Epsilon,
@@ -119,6 +151,12 @@ fn export_keeps_exactly_the_ema_weights() {
 
 #[test]
 fn unknown_names_are_refused_clearly() {
-    let err = training::pretrained::model("cifar-huge", Device::Cpu).err().unwrap().to_string();
-    assert_eq!(err, "no pretrained diffusion model 'cifar-huge': choose one of fashion-cfg");
+    let err = training::pretrained::model("cifar-huge", Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "no pretrained diffusion model 'cifar-huge': choose one of fashion-cfg"
+    );
 }

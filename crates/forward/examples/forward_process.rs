@@ -54,8 +54,9 @@ fn main() {
             .collect();
         let x0 = test.images.index_select(0, &Tensor::from_slice(&picks));
         // Row names: this example is about Fashion-MNIST (--data-dir may hold another copy).
-        let row_names: Vec<String> =
-            (0..test.num_classes).map(|c| data::class_name("FashionMnist", c)).collect();
+        let row_names: Vec<String> = (0..test.num_classes)
+            .map(|c| data::class_name("FashionMnist", c))
+            .collect();
         let n = x0.size()[0];
         let columns: Vec<i64> = args
             .at
@@ -126,7 +127,11 @@ fn main() {
             for (t, &a) in ab.iter().enumerate() {
                 if t % 10 == 0 || t == steps - 1 {
                     // one row per t = 0, 10, 20, … plus the last step
-                    let r = if t % 10 == 0 { t / 10 } else { (steps - 1) / 10 + 1 };
+                    let r = if t % 10 == 0 {
+                        t / 10
+                    } else {
+                        (steps - 1) / 10 + 1
+                    };
                     if csv_rows.len() <= r {
                         csv_rows.push(vec![t as f64]);
                     }

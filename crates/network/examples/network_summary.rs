@@ -41,7 +41,11 @@ fn main() {
             ("SeedUNet C=64, 28×28×1, 10 classes".into(), 1, 28),
             ("SeedUNet C=128, 28×28×1, 10 classes".into(), 1, 28),
             ("UNet (32, 64, 64), attention at 7×7, 28×28×1".into(), 1, 28),
-            ("UNet (64, 128, 128, 128), attention at 8×8, 32×32×3".into(), 3, 32),
+            (
+                "UNet (64, 128, 128, 128), attention at 8×8, 32×32×3".into(),
+                3,
+                32,
+            ),
         ];
         for (i, (title, ch, hw)) in configs.into_iter().enumerate() {
             let vs = nn::VarStore::new(device);
@@ -70,7 +74,12 @@ fn main() {
                         in_channels: 3,
                         out_channels: 3,
                         block_out_channels: vec![64, 128, 128, 128],
-                        down_block_types: vec![DownBlock2D, DownBlock2D, DownBlock2D, AttnDownBlock2D],
+                        down_block_types: vec![
+                            DownBlock2D,
+                            DownBlock2D,
+                            DownBlock2D,
+                            AttnDownBlock2D,
+                        ],
                         up_block_types: vec![AttnUpBlock2D, UpBlock2D, UpBlock2D, UpBlock2D],
                         norm_num_groups: 32,
                         attention_head_dim: Some(32),

@@ -186,13 +186,16 @@ impl SeedUNet {
         let h = &h + self.mid.forward(&h, tr);
         // Decoder: nearest-neighbour upsampling, conv, and an additive skip from the encoder.
         let h = self.up2.forward(&upsample(&h), tr) + d1; // (N, C, H/2, W/2)
-        let mut h = self.up1.forward(&upsample(&h), tr); //   (N, C, H, W)
-        if let Some(skip) = &self.skip {
+        let h = self.up1.forward(&upsample(&h), tr); //   (N, C, H, W)
+        let h = match &self.skip {
             // Full-resolution path from x_t itself (off in the seed layout).
-            let s = skip.forward(x);
-            tr.conv("skip", skip, &[], &s);
-            h = h + s;
-        }
+            Some(skip) => {
+                let s = skip.forward(x);
+                tr.conv("skip", skip, &[], &s);
+                h + s
+            }
+            None => h,
+        };
         let out = self.out.forward(&h);
         tr.conv("out", &self.out, &[], &out);
         Ok(out)

@@ -75,7 +75,12 @@ impl UNetConfig {
             out_channels: 3,
             block_out_channels: vec![224, 448, 672, 896],
             layers_per_block: 2,
-            down_block_types: vec![DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D],
+            down_block_types: vec![
+                DownBlock2D,
+                AttnDownBlock2D,
+                AttnDownBlock2D,
+                AttnDownBlock2D,
+            ],
             up_block_types: vec![AttnUpBlock2D, AttnUpBlock2D, AttnUpBlock2D, UpBlock2D],
             mid_block_type: Some(MidBlockType::UNetMidBlock2D),
             add_attention: true,
@@ -166,11 +171,15 @@ impl UNetConfig {
             ));
         }
         if let Some(d) = self.attention_head_dim {
-            let attn_levels = self.block_out_channels.iter().enumerate().filter(|&(i, _)| {
-                self.down_block_types[i] == DownBlockType::AttnDownBlock2D
-                    || self.up_block_types[levels - 1 - i] == UpBlockType::AttnUpBlock2D
-                    || (i == levels - 1 && self.mid_block_type.is_some() && self.add_attention)
-            });
+            let attn_levels = self
+                .block_out_channels
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| {
+                    self.down_block_types[i] == DownBlockType::AttnDownBlock2D
+                        || self.up_block_types[levels - 1 - i] == UpBlockType::AttnUpBlock2D
+                        || (i == levels - 1 && self.mid_block_type.is_some() && self.add_attention)
+                });
             for (_, &c) in attn_levels {
                 if d < 1 || c % d != 0 {
                     return bad(format!(
@@ -186,10 +195,14 @@ impl UNetConfig {
             return bad(format!("dropout = {}: must be in [0, 1)", self.dropout));
         }
         if self.num_class_embeds.is_some_and(|n| n < 2) {
-            return bad("num_class_embeds must be at least 2 (the classes plus the null row)".into());
+            return bad(
+                "num_class_embeds must be at least 2 (the classes plus the null row)".into(),
+            );
         }
         if self.block_out_channels[0] % 2 != 0 {
-            return bad("block_out_channels[0] must be even (it is the time embedding's width)".into());
+            return bad(
+                "block_out_channels[0] must be even (it is the time embedding's width)".into(),
+            );
         }
         Ok(())
     }
@@ -214,7 +227,8 @@ impl UNetConfig {
         for (field, only) in DEFAULT_ONLY {
             let only: serde_json::Value = serde_json::from_str(only).expect("valid literal");
             if let Some(v) = map.remove(*field) {
-                let same = v == only || (v.is_number() && only.is_number() && v.as_f64() == only.as_f64());
+                let same =
+                    v == only || (v.is_number() && only.is_number() && v.as_f64() == only.as_f64());
                 if !same {
                     return Err(bad(format!(
                         "UNet2DModel setting {field} = {v} is not supported (this book's UNet supports only {only})"
@@ -223,7 +237,9 @@ impl UNetConfig {
             }
         }
         if map.get("attention_head_dim").is_some_and(|v| v.is_array()) {
-            return Err(bad("attention_head_dim as a list per block is not supported: give one number".into()));
+            return Err(bad(
+                "attention_head_dim as a list per block is not supported: give one number".into(),
+            ));
         }
         let config: Self = serde_json::from_value(serde_json::Value::Object(map))
             .map_err(|e| bad(format!("config.json: {e}")))?;
@@ -237,7 +253,10 @@ impl UNetConfig {
         let map = v.as_object_mut().expect("a struct is an object");
         map.insert("_class_name".into(), "UNet2DModel".into());
         for (field, only) in DEFAULT_ONLY {
-            map.insert((*field).into(), serde_json::from_str(only).expect("valid literal"));
+            map.insert(
+                (*field).into(),
+                serde_json::from_str(only).expect("valid literal"),
+            );
         }
         serde_json::to_string_pretty(&v).expect("json")
     }
@@ -262,7 +281,12 @@ const DEFAULT_ONLY: &[(&str, &str)] = &[
 /// diffusers' `get_timestep_embedding`: ω_i = 10000^(−i/(d/2 − shift)),
 /// emb(t) = [sin(tω) | cos(tω)], halves swapped when `flip_sin_to_cos`.
 /// Computed in the same order of operations, so the floats agree exactly.
-pub fn sinusoidal_embedding(t: &Tensor, dim: i64, flip_sin_to_cos: bool, freq_shift: i64) -> Tensor {
+pub fn sinusoidal_embedding(
+    t: &Tensor,
+    dim: i64,
+    flip_sin_to_cos: bool,
+    freq_shift: i64,
+) -> Tensor {
     let half = dim / 2;
     let exponent = Tensor::arange(half, (Kind::Float, t.device())) * (-crate::MAX_PERIOD.ln())
         / (half - freq_shift) as f64;
@@ -283,7 +307,10 @@ fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
     let config = nn::ConvConfig {
         stride,
         padding: k / 2,
-        bs_init: nn::Init::Uniform { lo: -bound, up: bound },
+        bs_init: nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
         ..Default::default()
     };
     nn::conv2d(vs, cin, cout, k, config)
@@ -335,7 +362,11 @@ impl ResnetBlock2D {
 
     fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
         let h = self.conv1.forward(&self.norm1.forward(x).silu());
-        let h = h + self.time_emb_proj.forward(&emb.silu()).unsqueeze(-1).unsqueeze(-1);
+        let h = h + self
+            .time_emb_proj
+            .forward(&emb.silu())
+            .unsqueeze(-1)
+            .unsqueeze(-1);
         let h = self.norm2.forward(&h).silu().dropout(self.dropout, train);
         let h = self.conv2.forward(&h);
         match &self.conv_shortcut {
@@ -354,9 +385,13 @@ impl ResnetBlock2D {
         let mut macs = self.time_emb_proj.ws.numel() as i64;
         params.extend([&self.time_emb_proj.ws]);
         params.extend(self.time_emb_proj.bs.as_ref());
-        for c in [Some(&self.conv1), Some(&self.conv2), self.conv_shortcut.as_ref()]
-            .into_iter()
-            .flatten()
+        for c in [
+            Some(&self.conv1),
+            Some(&self.conv2),
+            self.conv_shortcut.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             macs += conv_macs(c, out);
             params.push(&c.ws);
@@ -396,7 +431,11 @@ impl Attention {
             unreachable!("checked by check_inputs")
         };
         // (N, C, H, W) → (N, HW, C): one token per position.
-        let tokens = self.group_norm.forward(x).reshape([n, c, h * w]).transpose(1, 2);
+        let tokens = self
+            .group_norm
+            .forward(x)
+            .reshape([n, c, h * w])
+            .transpose(1, 2);
         let split = |l: &nn::Linear| {
             l.forward(&tokens)
                 .reshape([n, h * w, self.heads, c / self.heads])
@@ -404,8 +443,19 @@ impl Attention {
         };
         let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
         // softmax(q kᵀ / √d) v for every head at once.
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
-        let out = self.to_out.forward(&attn.transpose(1, 2).reshape([n, h * w, c]));
+        let attn = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let out = self
+            .to_out
+            .forward(&attn.transpose(1, 2).reshape([n, h * w, c]));
         out.transpose(1, 2).reshape([n, c, h, w]) + x
     }
 }
@@ -481,14 +531,19 @@ impl UNet {
             };
             for j in 0..c.layers_per_block {
                 let from = if j == 0 { cin } else { ch[i] };
-                block.resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, c, from, ch[i]));
+                block
+                    .resnets
+                    .push(ResnetBlock2D::new(&vs / "resnets" / j, c, from, ch[i]));
                 if attn {
-                    block.attentions.push(Attention::new(&vs / "attentions" / j, c, ch[i]));
+                    block
+                        .attentions
+                        .push(Attention::new(&vs / "attentions" / j, c, ch[i]));
                 }
                 skips.push(ch[i]);
             }
             if i + 1 < levels {
-                block.downsampler = Some(conv(&vs / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2));
+                block.downsampler =
+                    Some(conv(&vs / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2));
                 skips.push(ch[i]);
             }
             down_blocks.push(block);
@@ -517,9 +572,13 @@ impl UNet {
             for j in 0..=c.layers_per_block {
                 let skip = skips.pop().expect("one skip per up resnet");
                 let from = if j == 0 { prev } else { out };
-                block.resnets.push(ResnetBlock2D::new(&vs / "resnets" / j, c, from + skip, out));
+                block
+                    .resnets
+                    .push(ResnetBlock2D::new(&vs / "resnets" / j, c, from + skip, out));
                 if attn {
-                    block.attentions.push(Attention::new(&vs / "attentions" / j, c, out));
+                    block
+                        .attentions
+                        .push(Attention::new(&vs / "attentions" / j, c, out));
                 }
             }
             if i + 1 < levels {
@@ -558,16 +617,31 @@ impl UNet {
         let c = &self.config;
         check_inputs(x, t, y, c.in_channels, c.factor(), c.num_classes())?;
         // One conditioning vector per image: MLP(emb(t)) + class embedding.
-        let t_emb = sinusoidal_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
-        let mut emb = self.linear_2.forward(&self.linear_1.forward(&t_emb).silu());
+        let t_emb =
+            sinusoidal_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
+        let emb = self.linear_2.forward(&self.linear_1.forward(&t_emb).silu());
         let (l1, l2) = (&self.linear_1, &self.linear_2);
         let macs = (l1.ws.numel() + l2.ws.numel()) as i64;
-        tr.record("time_embedding", &emb, &[&l1.ws, &l2.ws, l1.bs.as_ref().unwrap(), l2.bs.as_ref().unwrap()], macs);
-        if let (Some(e), Some(k)) = (&self.class_embedding, c.num_classes()) {
-            let labels = crate::labels_or_null(y, x.size()[0], k, x.device());
-            emb = emb + e.forward(&labels);
-            tr.record("class_embedding", &emb, &[&e.ws], 0);
-        }
+        tr.record(
+            "time_embedding",
+            &emb,
+            &[
+                &l1.ws,
+                &l2.ws,
+                l1.bs.as_ref().unwrap(),
+                l2.bs.as_ref().unwrap(),
+            ],
+            macs,
+        );
+        let emb = match (&self.class_embedding, c.num_classes()) {
+            (Some(e), Some(k)) => {
+                let labels = crate::labels_or_null(y, x.size()[0], k, x.device());
+                let emb = emb + e.forward(&labels);
+                tr.record("class_embedding", &emb, &[&e.ws], 0);
+                emb
+            }
+            _ => emb,
+        };
         let mut h = self.conv_in.forward(x);
         tr.conv("conv_in", &self.conv_in, &[], &h);
         // Every resnet (and downsampler) output on the way down is a skip.
@@ -615,8 +689,15 @@ impl UNet {
                 tr.conv(&format!("up_blocks.{i}.upsamplers.0"), u, &[], &h);
             }
         }
-        let out = self.conv_out.forward(&self.conv_norm_out.forward(&h).silu());
-        tr.conv("conv_out", &self.conv_out, &Trace::norm_params(&self.conv_norm_out), &out);
+        let out = self
+            .conv_out
+            .forward(&self.conv_norm_out.forward(&h).silu());
+        tr.conv(
+            "conv_out",
+            &self.conv_out,
+            &Trace::norm_params(&self.conv_norm_out),
+            &out,
+        );
         Ok(out)
     }
     // ANCHOR_END: unet_forward

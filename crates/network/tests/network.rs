@@ -289,7 +289,10 @@ fn trace_counts_parameters_and_macs_exactly() {
     let row = |n: &str| tr.layers.iter().find(|l| l.name == n).unwrap().macs;
     assert_eq!(row("conv_in"), 28 * 28 * 32 * 9);
     let up = "up_blocks.2.resnets.1"; // cat(32 + 32) → 32, 1×1 shortcut 64 → 32, emb 128 → 32
-    assert_eq!(row(up), conv(28, 32, 64) + conv(28, 32, 32) + 28 * 28 * 32 * 64 + 128 * 32);
+    assert_eq!(
+        row(up),
+        conv(28, 32, 64) + conv(28, 32, 32) + 28 * 28 * 32 * 64 + 128 * 32
+    );
 }
 
 #[test]
@@ -303,52 +306,83 @@ fn full_res_skip_adds_one_input_conv_and_old_configs_load_without_it() {
     };
     let seed = SeedUNetConfig::default();
     let (plain, none) = count(seed);
-    let (with, skip) = count(SeedUNetConfig { full_res_skip: true, ..seed });
+    let (with, skip) = count(SeedUNetConfig {
+        full_res_skip: true,
+        ..seed
+    });
     assert_eq!(none, None);
     assert_eq!(skip, Some(vec![64, 1, 3, 3]));
-    assert_eq!(with - plain, 64 * 9 + 64, "one 3×3 conv from 1 to C = 64 channels");
+    assert_eq!(
+        with - plain,
+        64 * 9 + 64,
+        "one 3×3 conv from 1 to C = 64 channels"
+    );
     // Checkpoints written before the option existed have no such field.
     let old: SeedUNetConfig =
         serde_json::from_str(r#"{"in_channels":1,"channels":64,"num_classes":10}"#).unwrap();
     assert_eq!(old, seed);
 }
 
-
 #[test]
 fn diffusers_config_round_trips_and_unsupported_settings_are_refused() {
     let c = UNetConfig::fashion();
-    assert_eq!(UNetConfig::from_diffusers_json(&c.to_diffusers_json()).unwrap(), c);
+    assert_eq!(
+        UNetConfig::from_diffusers_json(&c.to_diffusers_json()).unwrap(),
+        c
+    );
     // Missing fields take diffusers' defaults.
     let d = UNetConfig::from_diffusers_json("{}").unwrap();
     assert_eq!(d, UNetConfig::diffusers_default());
-    let err = |json: &str| UNetConfig::from_diffusers_json(json).unwrap_err().to_string();
+    let err = |json: &str| {
+        UNetConfig::from_diffusers_json(json)
+            .unwrap_err()
+            .to_string()
+    };
     let e = err(r#"{"time_embedding_type": "fourier"}"#);
-    assert!(e.contains("time_embedding_type") && e.contains("not supported"), "{e}");
+    assert!(
+        e.contains("time_embedding_type") && e.contains("not supported"),
+        "{e}"
+    );
     let e = err(r#"{"resnet_time_scale_shift": "scale_shift"}"#);
     assert!(e.contains("resnet_time_scale_shift"), "{e}");
     // Defaults of those settings are accepted, also written as other numbers.
-    assert!(UNetConfig::from_diffusers_json(r#"{"mid_block_scale_factor": 1.0, "act_fn": "silu"}"#).is_ok());
+    assert!(UNetConfig::from_diffusers_json(
+        r#"{"mid_block_scale_factor": 1.0, "act_fn": "silu"}"#
+    )
+    .is_ok());
     let e = err(r#"{"cross_attention_dim": 768}"#);
     assert!(e.contains("cross_attention_dim"), "{e}");
     let e = err(r#"{"_class_name": "UNet2DConditionModel"}"#);
     assert!(e.contains("UNet2DConditionModel"), "{e}");
-    let e = err(r#"{"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#);
+    let e = err(
+        r#"{"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#,
+    );
     assert!(e.contains("CrossAttnDownBlock2D"), "{e}");
     let e = err(r#"{"attention_head_dim": [8, 8, 8, 8]}"#);
     assert!(e.contains("attention_head_dim"), "{e}");
     // Inconsistent configs are refused before anything is built.
-    let e = err(r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"]}"#);
+    let e = err(
+        r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"]}"#,
+    );
     assert!(e.contains("one block type per level"), "{e}");
     let bad = UNetConfig {
         norm_num_groups: 7,
         ..UNetConfig::fashion()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("norm_num_groups = 7"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("norm_num_groups = 7"));
     let bad = UNetConfig {
         attention_head_dim: Some(24),
         ..UNetConfig::fashion()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("attention_head_dim = 24"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("attention_head_dim = 24"));
 }
 
 #[test]
@@ -366,5 +400,9 @@ fn diffusers_embedding_conventions() {
     // shift = 1: ω_i = 10000^(−i/15), so the slowest sine at t = 999 is sin(999 · 10000^(−1)).
     let shifted = Vec::<f32>::try_from(sinusoidal_embedding(&t, 32, false, 1).get(2)).unwrap();
     let want = (999.0f64 * 10000f64.powf(-15.0 / 15.0)).sin();
-    assert!((shifted[15] as f64 - want).abs() < 1e-5, "{} vs {want}", shifted[15]);
+    assert!(
+        (shifted[15] as f64 - want).abs() < 1e-5,
+        "{} vs {want}",
+        shifted[15]
+    );
 }

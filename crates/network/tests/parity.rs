@@ -117,14 +117,21 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
     let run = |m: &UNet| {
         tch::no_grad(|| {
             (
-                m.forward_t(&x, &t, Some(&y), false, &mut Trace::off()).unwrap(),
+                m.forward_t(&x, &t, Some(&y), false, &mut Trace::off())
+                    .unwrap(),
                 m.forward_t(&x, &t, None, false, &mut Trace::off()).unwrap(),
             )
         })
     };
     let (out_cond, out_uncond) = run(&model);
     Tensor::write_safetensors(
-        &[("x", &x), ("t", &t), ("y", &y), ("out_cond", &out_cond), ("out_uncond", &out_uncond)],
+        &[
+            ("x", &x),
+            ("t", &t),
+            ("y", &y),
+            ("out_cond", &out_cond),
+            ("out_uncond", &out_uncond),
+        ],
         dir.join("inputs.safetensors"),
     )
     .unwrap();
@@ -138,30 +145,63 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run_py.stdout);
-    for line in stdout.lines().chain(String::from_utf8_lossy(&run_py.stderr).lines()) {
+    for line in stdout
+        .lines()
+        .chain(String::from_utf8_lossy(&run_py.stderr).lines())
+    {
         println!("[{name}] {line}");
     }
-    assert!(run_py.status.success(), "[{name}] Rust weights in diffusers differ by more than {TOL}");
-    assert_eq!(stdout.matches("max |Δ|").count(), 2, "both outputs were compared");
+    assert!(
+        run_py.status.success(),
+        "[{name}] Rust weights in diffusers differ by more than {TOL}"
+    );
+    assert_eq!(
+        stdout.matches("max |Δ|").count(),
+        2,
+        "both outputs were compared"
+    );
 
     // diffusers → Rust: its own config.json reads back as the same config,
     // and its state_dict loads into ours, every tensor used.
     let saved = std::fs::read_to_string(dir.join("saved/config.json")).unwrap();
-    assert_eq!(network::UNetConfig::from_diffusers_json(&saved).unwrap(), cfg, "[{name}] config.json");
+    assert_eq!(
+        network::UNetConfig::from_diffusers_json(&saved).unwrap(),
+        cfg,
+        "[{name}] config.json"
+    );
     let mut vs2 = nn::VarStore::new(Device::Cpu);
     let model2 = UNet::new(&vs2.root(), cfg).unwrap();
     let theirs = Tensor::read_safetensors(dir.join("unet_torch.safetensors")).unwrap();
-    assert_eq!(theirs.len(), vs2.variables().len(), "[{name}] same number of tensors");
+    assert_eq!(
+        theirs.len(),
+        vs2.variables().len(),
+        "[{name}] same number of tensors"
+    );
     vs2.load(dir.join("unet_torch.safetensors")).unwrap();
     let want: std::collections::HashMap<_, _> =
-        Tensor::read_safetensors(dir.join("out_torch.safetensors")).unwrap().into_iter().collect();
+        Tensor::read_safetensors(dir.join("out_torch.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     let (got_cond, got_uncond) = run(&model2);
-    let (d1, d2) = (max_diff(&got_cond, &want["out_cond"]), max_diff(&got_uncond, &want["out_uncond"]));
+    let (d1, d2) = (
+        max_diff(&got_cond, &want["out_cond"]),
+        max_diff(&got_uncond, &want["out_uncond"]),
+    );
     println!("[{name}] diffusers weights -> rust  out_cond max |Δ| = {d1:.3e}, out_uncond max |Δ| = {d2:.3e}");
-    assert!(d1 <= TOL && d2 <= TOL, "[{name}] diffusers weights in Rust differ: {d1:e}, {d2:e}");
+    assert!(
+        d1 <= TOL && d2 <= TOL,
+        "[{name}] diffusers weights in Rust differ: {d1:e}, {d2:e}"
+    );
     // Two different initialisations give different outputs: the agreement is not vacuous.
-    assert!(max_diff(&got_cond, &out_cond) > 1e-3, "[{name}] the two inits agree");
-    assert!(max_diff(&got_cond, &got_uncond) > 1e-4, "[{name}] the class is ignored");
+    assert!(
+        max_diff(&got_cond, &out_cond) > 1e-3,
+        "[{name}] the two inits agree"
+    );
+    assert!(
+        max_diff(&got_cond, &got_uncond) > 1e-4,
+        "[{name}] the class is ignored"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -6,10 +6,10 @@ pub mod trace;
 pub use grid::{GridStep, Spacing, TimestepGrid};
 pub use trace::StepRecord;
 
+use forward::{x0_and_eps, Prediction};
 use forward::{Schedule, Timesteps};
 use network::NoisePredictor;
 use tch::{Kind, Tensor};
-use forward::{x0_and_eps, Prediction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReverseError {

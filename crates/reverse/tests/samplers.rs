@@ -1,12 +1,11 @@
 //! Samplers against closed forms, with a predictor whose answer is exact.
 use forward::{oracle, Schedule, ScheduleKind};
+use forward::{x0_and_eps, Prediction};
 use network::{NoisePredictor, Result as NetResult};
 use reverse::{
-    ddim_sigma, ddim_step, ddpm_step, sample, Sampler, Spacing, StepRecord,
-    TimestepGrid, Variance,
+    ddim_sigma, ddim_step, ddpm_step, sample, Sampler, Spacing, StepRecord, TimestepGrid, Variance,
 };
 use tch::{Device, Kind, Tensor};
-use forward::{x0_and_eps, Prediction};
 
 /// If the data is N(μ, s²) per pixel, x_t is N(√ᾱ μ, ᾱ s² + 1 − ᾱ) and the
 /// best noise prediction is exact: E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱ s² + 1 − ᾱ).

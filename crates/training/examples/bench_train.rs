@@ -1,11 +1,11 @@
 //! Training-step throughput of SeedUNet, for scripts/bench/train_throughput.sh.
 //! Prints one line: `img/s <value>`.
 use clap::Parser;
+use forward::Prediction;
 use network::{ModelConfig, SeedUNetConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use training::optim::AdamConfig;
-use forward::Prediction;
 use training::{TrainConfig, Trainer};
 
 #[derive(Parser)]

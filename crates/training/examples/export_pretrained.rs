@@ -37,7 +37,11 @@ fn main() {
         }
         training::pretrained::export(&args.checkpoint, &args.out, notes)?;
         let bytes = std::fs::metadata(&args.out)?.len();
-        println!("wrote {} ({:.2} MB)", args.out.display(), bytes as f64 / 1e6);
+        println!(
+            "wrote {} ({:.2} MB)",
+            args.out.display(),
+            bytes as f64 / 1e6
+        );
         Ok(())
     })
 }

@@ -47,7 +47,10 @@ fn main() {
             .collect::<std::result::Result<_, _>>()
             .with_context(|| format!("{}: not a recipe-ab table", args.csv.display()))?;
         if rows.is_empty() {
-            bail!("{}: no rows yet: run scripts/recipe-ab.sh", args.csv.display());
+            bail!(
+                "{}: no rows yet: run scripts/recipe-ab.sh",
+                args.csv.display()
+            );
         }
         let mut md = String::from(
             "| recipe | what changes | minutes (2 cores) | steps | img/s | w = 3 accuracy | w = 3 FD | w = 3 recall | w = 1 accuracy | w = 1 FD |\n\
@@ -55,10 +58,22 @@ fn main() {
         );
         let best = rows.iter().map(|r| r.fd_w3).fold(f64::INFINITY, f64::min);
         for r in &rows {
-            let fd = if r.fd_w3 == best { format!("**{:.1}**", r.fd_w3) } else { format!("{:.1}", r.fd_w3) };
+            let fd = if r.fd_w3 == best {
+                format!("**{:.1}**", r.fd_w3)
+            } else {
+                format!("{:.1}", r.fd_w3)
+            };
             md += &format!(
                 "| `{}` | {} | {} | {} | {:.0} | {:.3} | {fd} | {:.3} | {:.3} | {:.1} |\n",
-                r.row, r.change, r.budget_min, r.steps, r.img_s, r.acc_w3, r.rec_w3, r.acc_w1, r.fd_w1
+                r.row,
+                r.change,
+                r.budget_min,
+                r.steps,
+                r.img_s,
+                r.acc_w3,
+                r.rec_w3,
+                r.acc_w1,
+                r.fd_w1
             );
         }
         util::write_atomic(&args.markdown, md.as_bytes())?;
@@ -68,7 +83,10 @@ fn main() {
             // One curve per recipe: its 15-minute row and its longer stages.
             let mut curves: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
             for r in &rows {
-                curves.entry(r.row.split('@').next().unwrap_or(&r.row)).or_default().push(r);
+                curves
+                    .entry(r.row.split('@').next().unwrap_or(&r.row))
+                    .or_default()
+                    .push(r);
             }
             curves.retain(|_, v| v.len() > 1);
             if curves.is_empty() {
@@ -78,15 +96,21 @@ fn main() {
                 curves
                     .iter()
                     .map(|(name, rs)| {
-                        let mut points: Vec<(f64, f64)> = rs.iter().map(|r| (r.budget_min, f(r))).collect();
+                        let mut points: Vec<(f64, f64)> =
+                            rs.iter().map(|r| (r.budget_min, f(r))).collect();
                         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                        Series { name: name.to_string(), points }
+                        Series {
+                            name: name.to_string(),
+                            points,
+                        }
                     })
                     .collect()
             };
             let mut fd = series(&|r| r.fd_w3);
             let xs: Vec<f64> = rows.iter().map(|r| r.budget_min).collect();
-            let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = xs
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
             fd.push(Series {
                 name: "target: 3 × real-data floor".into(),
                 points: vec![(lo, 3.0 * args.floor), (hi, 3.0 * args.floor)],
@@ -94,8 +118,18 @@ fn main() {
             line_panels(
                 chart,
                 &[
-                    ("FD at w = 3 (lower is better)", "CPU-minutes (2 cores)", "FD", fd),
-                    ("accuracy at w = 3", "CPU-minutes (2 cores)", "accuracy", series(&|r| r.acc_w3)),
+                    (
+                        "FD at w = 3 (lower is better)",
+                        "CPU-minutes (2 cores)",
+                        "FD",
+                        fd,
+                    ),
+                    (
+                        "accuracy at w = 3",
+                        "CPU-minutes (2 cores)",
+                        "accuracy",
+                        series(&|r| r.acc_w3),
+                    ),
                 ],
                 (1100, 420),
             )?;

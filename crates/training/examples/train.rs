@@ -6,6 +6,7 @@
 //! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use forward::Prediction;
 use indicatif::{ProgressBar, ProgressStyle};
 use network::{ModelConfig, SeedUNetConfig, UNetConfig};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,6 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use forward::Prediction;
 use training::{LossWeighting, LrSchedule, TrainConfig, TrainError, Trainer};
 use util::plot::{line_panels, Series};
 
@@ -144,7 +144,9 @@ impl Args {
                 num_classes: classes,
                 full_res_skip: self.full_res_skip,
             }),
-            "unet" if self.full_res_skip => bail!("--full-res-skip is a SeedUNet option (the UNet has full-resolution blocks)"),
+            "unet" if self.full_res_skip => {
+                bail!("--full-res-skip is a SeedUNet option (the UNet has full-resolution blocks)")
+            }
             "unet" => ModelConfig::Unet(self.unet(channels, classes)?),
             m => bail!("unknown model '{m}': use seed or unet"),
         };
@@ -207,11 +209,23 @@ impl Args {
             block_out_channels: self.block_out_channels.clone(),
             layers_per_block: self.layers_per_block,
             down_block_types: (0..levels)
-                .map(|i| if attn(i) { DownBlockType::AttnDownBlock2D } else { DownBlockType::DownBlock2D })
+                .map(|i| {
+                    if attn(i) {
+                        DownBlockType::AttnDownBlock2D
+                    } else {
+                        DownBlockType::DownBlock2D
+                    }
+                })
                 .collect(),
             up_block_types: (0..levels)
                 .rev()
-                .map(|i| if attn(i) { UpBlockType::AttnUpBlock2D } else { UpBlockType::UpBlock2D })
+                .map(|i| {
+                    if attn(i) {
+                        UpBlockType::AttnUpBlock2D
+                    } else {
+                        UpBlockType::UpBlock2D
+                    }
+                })
                 .collect(),
             norm_num_groups: self.norm_num_groups,
             num_class_embeds: classes.map(|k| k + 1),
@@ -290,7 +304,10 @@ fn main() {
         // --minutes and the logged times count the whole training.
         let before = log.last().map_or(0.0, |r| r[3]);
         let cpu_before = log.last().and_then(|r| r.get(4).copied()).unwrap_or(0.0);
-        let (budget, cpu_budget) = (args.minutes.map(|m| m * 60.0), args.cpu_minutes.map(|m| m * 60.0));
+        let (budget, cpu_budget) = (
+            args.minutes.map(|m| m * 60.0),
+            args.cpu_minutes.map(|m| m * 60.0),
+        );
         let (mut window, start, cpu_start) = (Vec::new(), Instant::now(), util::cpu_seconds());
         let cpu = || cpu_before + util::cpu_seconds() - cpu_start;
         let over = |start: &Instant| {
@@ -329,7 +346,11 @@ fn main() {
             if trainer.step % args.checkpoint_every == 0 || last {
                 trainer.save(&rot.path(trainer.step))?;
                 rot.prune()?;
-                util::write_csv(&csv, &["step", "loss", "lr", "seconds", "cpu_seconds"], &log)?;
+                util::write_csv(
+                    &csv,
+                    &["step", "loss", "lr", "seconds", "cpu_seconds"],
+                    &log,
+                )?;
             }
         }
         bar.finish();
@@ -417,10 +438,19 @@ fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
     let blank = Tensor::ones([rows * cols - n, c, h, w], (Kind::Float, device));
     let tiles = Tensor::cat(&[x0, blank], 0);
     let col_labels = (0..cols)
-        .map(|k| if y.is_some() { data::class_name(&cfg.dataset, k) } else { String::new() })
+        .map(|k| {
+            if y.is_some() {
+                data::class_name(&cfg.dataset, k)
+            } else {
+                String::new()
+            }
+        })
         .collect();
     let labels = util::GridLabels::new(
-        format!("DDPM-{} samples after {} steps (EMA weights)", cfg.timesteps, trainer.step),
+        format!(
+            "DDPM-{} samples after {} steps (EMA weights)",
+            cfg.timesteps, trainer.step
+        ),
         vec![String::new(); rows as usize],
         col_labels,
     );

@@ -13,7 +13,8 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), TrainError> {
-    util::safetensors::save(path, tensors, metadata).map_err(|e| TrainError::Checkpoint(format!("{e:#}")))
+    util::safetensors::save(path, tensors, metadata)
+        .map_err(|e| TrainError::Checkpoint(format!("{e:#}")))
 }
 
 /// Loads a checkpoint's tensors onto `device`, with its metadata.

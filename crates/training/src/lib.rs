@@ -37,7 +37,6 @@ pub enum TrainError {
 
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-
 // ANCHOR: drop_labels
 /// Replaces each label by the null class `num_classes` with probability
 /// `p_uncond`, so one network also learns the unconditional model.
@@ -69,7 +68,9 @@ impl std::str::FromStr for LossWeighting {
         match (s, gamma) {
             ("uniform", _) => Ok(Self::Uniform),
             (_, Some(Ok(gamma))) if gamma.is_finite() && gamma > 0.0 => Ok(Self::MinSnr { gamma }),
-            _ => Err(format!("unknown loss weighting '{s}': use uniform or min-snr-GAMMA (e.g. min-snr-5)")),
+            _ => Err(format!(
+                "unknown loss weighting '{s}': use uniform or min-snr-GAMMA (e.g. min-snr-5)"
+            )),
         }
     }
 }
@@ -78,7 +79,12 @@ impl std::str::FromStr for LossWeighting {
 /// The weight of each image's loss. With x̂_0 errors weighted by min(SNR, γ),
 /// an ε-error carries 1/SNR of that and a v-error 1/(SNR + 1), hence:
 /// ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1), x_0: min(SNR, γ).
-pub fn loss_weight(w: LossWeighting, kind: Prediction, s: &Schedule, t: &Timesteps) -> Option<Tensor> {
+pub fn loss_weight(
+    w: LossWeighting,
+    kind: Prediction,
+    s: &Schedule,
+    t: &Timesteps,
+) -> Option<Tensor> {
     let LossWeighting::MinSnr { gamma } = w else {
         return None;
     };
@@ -112,7 +118,10 @@ pub fn loss(
     Ok(match loss_weight(weighting, prediction, s, &t) {
         None => out.mse_loss(&target, Reduction::Mean),
         Some(w) => {
-            let per_image = (out - target).square().flatten(1, -1).mean_dim(1, false, Kind::Float);
+            let per_image = (out - target)
+                .square()
+                .flatten(1, -1)
+                .mean_dim(1, false, Kind::Float);
             (per_image * w).mean(Kind::Float)
         }
     })
@@ -127,7 +136,10 @@ pub enum LrSchedule {
     Constant,
     /// Half a cosine from lr down to `final_fraction`·lr at `total_steps`,
     /// then constant.
-    Cosine { total_steps: i64, final_fraction: f64 },
+    Cosine {
+        total_steps: i64,
+        final_fraction: f64,
+    },
 }
 
 /// Everything that defines a training run; stored in every checkpoint.
@@ -189,7 +201,11 @@ impl TrainConfig {
                 return bad(format!("min-SNR gamma = {gamma}: must be positive"));
             }
         }
-        if let LrSchedule::Cosine { total_steps, final_fraction } = self.lr_schedule {
+        if let LrSchedule::Cosine {
+            total_steps,
+            final_fraction,
+        } = self.lr_schedule
+        {
             if total_steps < 1 || !(0.0..=1.0).contains(&final_fraction) {
                 return bad(format!("cosine schedule to step {total_steps} ending at {final_fraction}×lr: needs at least 1 step and a fraction in [0, 1]"));
             }
@@ -265,7 +281,8 @@ impl Trainer {
             } => {
                 let span = (total_steps - w).max(1) as f64;
                 let p = ((k - w).max(0) as f64 / span).min(1.0);
-                final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+                final_fraction
+                    + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
             }
         };
         self.config.optimizer.lr * warm * decay
@@ -470,7 +487,8 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
         };
         return Err(bad(format!("{}: {hint}", weights.display())));
     }
-    let (schedule, timesteps, prediction) = diffusers_scheduler(&dir.join("scheduler/scheduler_config.json"))?;
+    let (schedule, timesteps, prediction) =
+        diffusers_scheduler(&dir.join("scheduler/scheduler_config.json"))?;
     let config = TrainConfig {
         model: ModelConfig::Unet(unet),
         schedule: schedule.into(),
@@ -489,8 +507,11 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
     };
     config.validate()?;
     let ck = checkpoint::load(&weights, device)?;
-    let prefixed: std::collections::HashMap<String, Tensor> =
-        ck.tensors.into_iter().map(|(k, v)| (format!("unet.{k}"), v)).collect();
+    let prefixed: std::collections::HashMap<String, Tensor> = ck
+        .tensors
+        .into_iter()
+        .map(|(k, v)| (format!("unet.{k}"), v))
+        .collect();
     let mut vs = VarStore::new(device);
     let model = config.model.build(&vs.root())?;
     checkpoint::copy_into(vs.variables(), "unet", &prefixed, &weights)?;
@@ -511,8 +532,13 @@ fn diffusers_scheduler(path: &Path) -> Result<(&'static str, usize, Prediction)>
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-    let timesteps = field("num_train_timesteps").and_then(|x| x.as_u64()).unwrap_or(1000) as usize;
-    let schedule = match field("beta_schedule").and_then(|x| x.as_str()).unwrap_or("linear") {
+    let timesteps = field("num_train_timesteps")
+        .and_then(|x| x.as_u64())
+        .unwrap_or(1000) as usize;
+    let schedule = match field("beta_schedule")
+        .and_then(|x| x.as_str())
+        .unwrap_or("linear")
+    {
         "linear" => {
             let start = field("beta_start").and_then(|x| x.as_f64()).unwrap_or(1e-4);
             let end = field("beta_end").and_then(|x| x.as_f64()).unwrap_or(0.02);
@@ -522,7 +548,11 @@ fn diffusers_scheduler(path: &Path) -> Result<(&'static str, usize, Prediction)>
             "linear"
         }
         "squaredcos_cap_v2" => "cosine",
-        other => return Err(bad(format!("beta_schedule \"{other}\" is not supported: use linear or squaredcos_cap_v2"))),
+        other => {
+            return Err(bad(format!(
+                "beta_schedule \"{other}\" is not supported: use linear or squaredcos_cap_v2"
+            )))
+        }
     };
     if field("trained_betas").is_some() {
         return Err(bad("trained_betas are not supported".into()));
@@ -530,7 +560,10 @@ fn diffusers_scheduler(path: &Path) -> Result<(&'static str, usize, Prediction)>
     if field("rescale_betas_zero_snr").and_then(|x| x.as_bool()) == Some(true) {
         return Err(bad("rescale_betas_zero_snr = true is not supported".into()));
     }
-    let prediction = match field("prediction_type").and_then(|x| x.as_str()).unwrap_or("epsilon") {
+    let prediction = match field("prediction_type")
+        .and_then(|x| x.as_str())
+        .unwrap_or("epsilon")
+    {
         "epsilon" => Prediction::Epsilon,
         "v_prediction" => Prediction::Velocity,
         "sample" => Prediction::Sample,

@@ -1,11 +1,11 @@
 //! The training loop: targets, exact resume, checkpoints and guards.
+use forward::{target, Prediction};
 use forward::{Schedule, ScheduleKind};
 use network::{ModelConfig, SeedUNetConfig, UNetConfig};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use forward::{target, Prediction};
 use training::{TrainConfig, TrainError, Trainer};
 
 /// libtorch's generator is process-global and the trainer reseeds it each
@@ -342,7 +342,10 @@ fn min_snr_weights_match_the_closed_form() {
     let w = LossWeighting::MinSnr { gamma };
     assert!(loss_weight(LossWeighting::Uniform, Prediction::Epsilon, &s, &t).is_none());
     for (kind, f) in [
-        (Prediction::Epsilon, (|snr: f64, g: f64| snr.min(g) / snr) as fn(f64, f64) -> f64),
+        (
+            Prediction::Epsilon,
+            (|snr: f64, g: f64| snr.min(g) / snr) as fn(f64, f64) -> f64,
+        ),
         (Prediction::Velocity, |snr, g| snr.min(g) / (snr + 1.0)),
         (Prediction::Sample, |snr, g| snr.min(g)),
     ] {
@@ -350,14 +353,20 @@ fn min_snr_weights_match_the_closed_form() {
         for (i, &k) in ts.iter().enumerate() {
             let ab = s.alpha_bar_host[k as usize]; // f64 from the schedule's own host copy
             let want = f(ab / (1.0 - ab), gamma);
-            assert!((got[i] as f64 - want).abs() <= 1e-5 * want.max(1.0), "{kind:?} t={k}: {} vs {want}", got[i]);
+            assert!(
+                (got[i] as f64 - want).abs() <= 1e-5 * want.max(1.0),
+                "{kind:?} t={k}: {} vs {want}",
+                got[i]
+            );
         }
     }
     // Low noise (SNR > γ) is damped for ε; high noise keeps weight 1.
     let eps = Vec::<f32>::try_from(loss_weight(w, Prediction::Epsilon, &s, &t).unwrap()).unwrap();
     assert!(eps[0] < 1e-3 && (eps[4] - 1.0).abs() < 1e-6);
     assert!("min-snr-5".parse::<LossWeighting>().unwrap() == w);
-    assert!("min-snr-0".parse::<LossWeighting>().is_err() && "snr".parse::<LossWeighting>().is_err());
+    assert!(
+        "min-snr-0".parse::<LossWeighting>().is_err() && "snr".parse::<LossWeighting>().is_err()
+    );
 }
 
 #[test]
@@ -372,13 +381,20 @@ fn weighted_loss_is_the_weighted_mean_of_per_image_errors() {
     let w = LossWeighting::MinSnr { gamma: 5.0 };
     // Replay the draws of `loss` (t, then ε) with the same seed, by hand.
     tch::manual_seed(11);
-    let got = loss(&*model, &s, Prediction::Epsilon, w, &x0, None).unwrap().double_value(&[]);
+    let got = loss(&*model, &s, Prediction::Epsilon, w, &x0, None)
+        .unwrap()
+        .double_value(&[]);
     tch::manual_seed(11);
     let t = s.sample_timesteps(6);
     let noise = x0.randn_like();
     let x_t = s.q_sample(&x0, &t, &noise).unwrap();
     let out = model.predict(&x_t, t.tensor(), None, true).unwrap();
-    let per = Vec::<f64>::try_from((out - &noise).square().to_kind(Kind::Double).mean_dim(&[1i64, 2, 3][..], false, Kind::Double)).unwrap();
+    let per = Vec::<f64>::try_from((out - &noise).square().to_kind(Kind::Double).mean_dim(
+        &[1i64, 2, 3][..],
+        false,
+        Kind::Double,
+    ))
+    .unwrap();
     let tv = Vec::<i64>::try_from(t.tensor()).unwrap();
     let want: f64 = per
         .iter()
@@ -393,7 +409,16 @@ fn weighted_loss_is_the_weighted_mean_of_per_image_errors() {
     assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
     // Uniform weighting is plain MSE, which the weighted path must differ from here.
     tch::manual_seed(11);
-    let plain = loss(&*model, &s, Prediction::Epsilon, LossWeighting::Uniform, &x0, None).unwrap().double_value(&[]);
+    let plain = loss(
+        &*model,
+        &s,
+        Prediction::Epsilon,
+        LossWeighting::Uniform,
+        &x0,
+        None,
+    )
+    .unwrap()
+    .double_value(&[]);
     let mean: f64 = per.iter().sum::<f64>() / 6.0;
     assert!((plain - mean).abs() <= 1e-5 * mean && (plain - got).abs() > 1e-3 * mean);
 }
@@ -405,7 +430,10 @@ fn cosine_learning_rate_schedule() {
     let mut c = config(seed_model());
     c.optimizer.lr = 1e-3;
     c.warmup = 10;
-    c.lr_schedule = LrSchedule::Cosine { total_steps: 110, final_fraction: 0.1 };
+    c.lr_schedule = LrSchedule::Cosine {
+        total_steps: 110,
+        final_fraction: 0.1,
+    };
     let mut tr = Trainer::new(c.clone(), Device::Cpu).unwrap();
     let mut at = |k: i64| {
         tr.step = k;
@@ -419,6 +447,9 @@ fn cosine_learning_rate_schedule() {
     assert!(close(at(110), 1e-4));
     assert!(close(at(500), 1e-4)); // constant after the end
     assert!(at(30) > at(31));
-    c.lr_schedule = LrSchedule::Cosine { total_steps: 0, final_fraction: 0.1 };
+    c.lr_schedule = LrSchedule::Cosine {
+        total_steps: 0,
+        final_fraction: 0.1,
+    };
     assert!(Trainer::new(c, Device::Cpu).is_err());
 }

@@ -165,6 +165,74 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<f64>]) -> Result<()> 
     write_atomic(path, s.as_bytes())
 }
 
+/// CPU time (user + system, all threads) this process has used so far, in
+/// seconds. Training budgets use it so that a run sharing the machine with
+/// other work still gets the compute it was promised.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// The repository root (the folder holding the workspace `Cargo.toml`).
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the util crate sits in <root>/crates/util")
+}
+
+/// The venv's python, for the parity scripts: `LIBTORCH` (set by
+/// `.cargo/config.toml` or CI) is `<venv>/lib/pythonX.Y/site-packages/torch`.
+pub fn venv_python() -> Result<std::path::PathBuf> {
+    let torch = std::env::var("LIBTORCH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".libtorch"));
+    let torch = repo_root().join(torch);
+    let torch = torch.canonicalize().with_context(|| {
+        format!(
+            "LIBTORCH ({}) must point at the venv's torch: run scripts/setup.sh",
+            torch.display()
+        )
+    })?;
+    let python = torch
+        .ancestors()
+        .nth(4)
+        .context("LIBTORCH is not <venv>/lib/pythonX.Y/site-packages/torch")?
+        .join("bin/python");
+    if !python.exists() {
+        bail!("no python at {}: run scripts/setup.sh", python.display());
+    }
+    Ok(python)
+}
+
+// ANCHOR: keep_freed_memory
+/// Stops glibc from handing large freed blocks back to the kernel.
+///
+/// By default glibc serves every allocation above a (dynamic, at most 32 MiB)
+/// threshold with a fresh `mmap` and unmaps it on free. Sampling allocates
+/// activations of many MB at every network call, so each call paid for
+/// zeroed pages from the kernel. Serving large blocks from the heap and not
+/// trimming it lets freed blocks be reused. `DIFFUSION_DEFAULT_MALLOC=1`
+/// leaves glibc's defaults alone (for `scripts/bench/allocator.sh`).
+pub fn keep_freed_memory() {
+    if std::env::var_os("DIFFUSION_DEFAULT_MALLOC").is_some() {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before
+    // any tensor exists and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0); // serve every size from the heap
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30); // and keep what is freed
+    }
+}
+// ANCHOR_END: keep_freed_memory
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,69 +276,4 @@ mod tests {
             .to_string()
             .contains("unknown device"));
     }
-}
-
-/// The repository root (the folder holding the workspace `Cargo.toml`).
-pub fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the util crate sits in <root>/crates/util")
-}
-
-/// The venv's python, for the parity scripts: `LIBTORCH` (set by
-/// `.cargo/config.toml` or CI) is `<venv>/lib/pythonX.Y/site-packages/torch`.
-pub fn venv_python() -> Result<std::path::PathBuf> {
-    let torch = std::env::var("LIBTORCH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join(".libtorch"));
-    let torch = repo_root().join(torch);
-    let torch = torch
-        .canonicalize()
-        .with_context(|| format!("LIBTORCH ({}) must point at the venv's torch: run scripts/setup.sh", torch.display()))?;
-    let python = torch
-        .ancestors()
-        .nth(4)
-        .context("LIBTORCH is not <venv>/lib/pythonX.Y/site-packages/torch")?
-        .join("bin/python");
-    if !python.exists() {
-        bail!("no python at {}: run scripts/setup.sh", python.display());
-    }
-    Ok(python)
-}
-
-// ANCHOR: keep_freed_memory
-/// Stops glibc from handing large freed blocks back to the kernel.
-///
-/// By default glibc serves every allocation above a (dynamic, at most 32 MiB)
-/// threshold with a fresh `mmap` and unmaps it on free. Sampling allocates
-/// activations of many MB at every network call, so each call paid for
-/// zeroed pages from the kernel. Serving large blocks from the heap and not
-/// trimming it lets freed blocks be reused. `DIFFUSION_DEFAULT_MALLOC=1`
-/// leaves glibc's defaults alone (for `scripts/bench/allocator.sh`).
-pub fn keep_freed_memory() {
-    if std::env::var_os("DIFFUSION_DEFAULT_MALLOC").is_some() {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called before
-    // any tensor exists and takes plain integers.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0); // serve every size from the heap
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30); // and keep what is freed
-    }
-}
-// ANCHOR_END: keep_freed_memory
-
-/// CPU time (user + system, all threads) this process has used so far, in
-/// seconds. Training budgets use it so that a run sharing the machine with
-/// other work still gets the compute it was promised.
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return 0.0;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    secs(u.ru_utime) + secs(u.ru_stime)
 }
