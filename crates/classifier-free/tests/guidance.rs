@@ -1,5 +1,5 @@
 //! Guidance: one batched pass, the null class, every sampler, bad input.
-use classifier_free::{drop_labels, GuidanceError, Guided, TwoPass};
+use classifier_free::{GuidanceError, Guided, TwoPass};
 use forward::Prediction;
 use forward::{Schedule, ScheduleKind};
 use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
@@ -208,35 +208,60 @@ fn guidance_works_with_every_sampler_and_the_trace() {
 }
 
 #[test]
-fn training_feeds_the_null_class_to_the_model() {
+fn train_step_feeds_the_null_class_at_rate_p_uncond() {
+    // Trainer::train_step is what drops labels. With p_uncond = 1 every label
+    // becomes the null class, so two batches that differ only in their labels
+    // must give bit-identical weights after a step. With p_uncond near 0 (the
+    // same random draws, almost no label dropped) they must differ, so the
+    // labels do reach the model when they are kept.
     let _g = serial();
-    tch::manual_seed(2);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = seed_unet(&vs);
-    let rec = Recording {
-        inner: &model,
-        calls: RefCell::new(Vec::new()),
+    let x0 = Tensor::rand([16, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let y1 = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(10);
+    let y2 = (&y1 + 3).remainder(10);
+    let after_one_step = |p_uncond: f64, y: &Tensor| {
+        let config = training::TrainConfig {
+            model: network::ModelConfig::Seed(SeedUNetConfig {
+                in_channels: 1,
+                channels: 32,
+                num_classes: Some(10),
+                full_res_skip: true,
+            }),
+            schedule: "linear".into(),
+            timesteps: 100,
+            prediction: Prediction::Epsilon,
+            loss_weighting: Default::default(),
+            optimizer: Default::default(),
+            warmup: 0,
+            lr_schedule: Default::default(),
+            grad_clip: None,
+            ema_decay: 0.9,
+            p_uncond,
+            batch_size: 16,
+            seed: 3,
+            dataset: "test".into(),
+        };
+        let mut tr = training::Trainer::new(config, Device::Cpu).unwrap();
+        tr.train_step(&x0, y).unwrap();
+        tr.vs.variables()
     };
-    let s = Schedule::new(ScheduleKind::Linear, 100, Device::Cpu).unwrap();
-    let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
-    let dropped = drop_labels(&y, 10, 0.5);
-    let x0 = Tensor::zeros([64, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let _ = training::loss(
-        &rec,
-        &s,
-        Prediction::Epsilon,
-        Default::default(),
-        &x0,
-        Some(&dropped),
-    )
-    .unwrap();
-    let seen = rec.calls.borrow()[0].clone().unwrap();
-    assert_eq!(seen, Vec::<i64>::try_from(&dropped).unwrap());
-    let nulls = seen.iter().filter(|&&l| l == 10).count();
+    let differ = |a: &std::collections::HashMap<String, Tensor>,
+                  b: &std::collections::HashMap<String, Tensor>| {
+        a.iter().any(|(k, t)| !t.equal(&b[k]))
+    };
+    let (all1, all2) = (after_one_step(1.0, &y1), after_one_step(1.0, &y2));
     assert!(
-        (16..=48).contains(&nulls),
-        "{nulls} of 64 dropped at p = 0.5"
+        !differ(&all1, &all2),
+        "p_uncond = 1: the labels still reached the model"
     );
+    let (none1, none2) = (after_one_step(1e-12, &y1), after_one_step(1e-12, &y2));
+    assert!(
+        differ(&none1, &none2),
+        "p_uncond ≈ 0: the labels did not reach the model"
+    );
+    // And the dropped batch is the null-class batch: p_uncond = 1 equals
+    // training on labels that are all 10 (the null class) with p_uncond = 1.
+    let nulls = Tensor::full([16], 10, (Kind::Int64, Device::Cpu));
+    assert!(!differ(&all1, &after_one_step(1.0, &nulls)));
 }
 
 #[test]

@@ -257,12 +257,38 @@ fn rotation_keeps_the_last_n_and_saves_atomically() {
     assert_eq!(rot.latest().unwrap(), rot.path(30));
     // No temporary files are left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
-    // A save that cannot complete leaves the existing file untouched.
-    let before = std::fs::read(rot.path(30)).unwrap();
-    let blocked = dir.join("ckpt-00000030.safetensors/inner"); // parent is a file: the write fails
-    assert!(tr.save(&blocked).is_err());
-    assert_eq!(std::fs::read(rot.path(30)).unwrap(), before);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_save_that_runs_out_of_space_keeps_the_previous_checkpoint() {
+    let _guard = serial();
+    let tr = Trainer::new(config(seed_model()), Device::Cpu).unwrap();
+    let probe = tmpdir("size").join("ckpt.safetensors");
+    tr.save(&probe).unwrap();
+    let size = std::fs::metadata(&probe).unwrap().len();
+    std::fs::remove_dir_all(probe.parent().unwrap()).unwrap();
+    // Room for one checkpoint and a half: saving over it needs a second whole
+    // copy first, so the save fails part way. Writing in place would succeed
+    // here, and a write that truncates first would destroy the checkpoint.
+    let Some(disk) = util::small_disk::SmallDisk::mount("ckpt", size * 3 / 2) else {
+        return;
+    };
+    let path = disk.path().join("ckpt-00000010.safetensors");
+    tr.save(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = tr.save(&path).unwrap_err().to_string();
+    assert!(err.contains("cannot write"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the previous checkpoint is intact"
+    );
+    assert_eq!(
+        std::fs::read_dir(disk.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod grid;
 pub mod plot;
 pub mod safetensors;
+pub mod small_disk;
 
 pub use grid::{labelled_grid, save_labelled_grid, strings, GridLabels};
 
@@ -266,6 +267,27 @@ mod tests {
         let leftovers = std::fs::read_dir(&dir).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary files left behind");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_that_runs_out_of_space_leaves_the_old_file_whole() {
+        // 10 KiB on a 64 KiB disk, then 100 KiB: the second write must fail
+        // part way. A plain fs::write would have truncated the old file first.
+        let Some(disk) = small_disk::SmallDisk::mount("atomic", 64 * 1024) else {
+            return;
+        };
+        let p = disk.path().join("model.safetensors");
+        let old: Vec<u8> = (0..10 * 1024).map(|i| (i % 251) as u8).collect();
+        write_atomic(&p, &old).unwrap();
+        let err = write_atomic(&p, &vec![7u8; 100 * 1024]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot write"), "{err:#}");
+        assert_eq!(std::fs::read(&p).unwrap(), old, "the old file is intact");
+        let names: Vec<_> = std::fs::read_dir(disk.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind: {names:?}");
     }
 
     #[test]
