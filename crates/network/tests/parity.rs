@@ -13,6 +13,37 @@ fn venv_python() -> PathBuf {
     util::venv_python().unwrap()
 }
 
+/// Writes the fixed inputs and the Rust outputs, runs a parity script over
+/// `dir` (which compares the Rust weights' outputs in PyTorch and writes its
+/// own init back), prints what it says (each line after `tag`) and requires
+/// that it compared both outputs within TOL.
+fn run_parity_script(dir: &std::path::Path, script: &str, tag: &str, io: [(&str, &Tensor); 5]) {
+    Tensor::write_safetensors(&io, dir.join("inputs.safetensors")).unwrap();
+    let run = Command::new(venv_python())
+        .arg(repo_root().join(script))
+        .arg(dir)
+        .arg("--tol")
+        .arg(TOL.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    for line in stdout
+        .lines()
+        .chain(String::from_utf8_lossy(&run.stderr).lines())
+    {
+        println!("{tag}{line}");
+    }
+    assert!(
+        run.status.success(),
+        "{tag}{script} failed (Rust weights differ by more than {TOL})"
+    );
+    assert_eq!(
+        stdout.matches("max |Δ|").count(),
+        2,
+        "{tag}both outputs were compared"
+    );
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     (a - b).abs().max().double_value(&[])
@@ -39,42 +70,19 @@ fn seed_unet_matches_pytorch_both_ways() {
     let y = Tensor::from_slice(&[0i64, 3, 9, 10]); // 10 = the null class
     let out_cond = tch::no_grad(|| model.forward_t(&x, &t, Some(&y), &mut Trace::off())).unwrap();
     let out_uncond = tch::no_grad(|| model.forward_t(&x, &t, None, &mut Trace::off())).unwrap();
-    Tensor::write_safetensors(
-        &[
-            ("x", &x),
-            ("t", &t),
-            ("y", &y),
-            ("out_cond", &out_cond),
-            ("out_uncond", &out_uncond),
-        ],
-        dir.join("inputs.safetensors"),
-    )
-    .unwrap();
     std::fs::write(
         dir.join("config.json"),
         r#"{"in_channels": 1, "channels": 32, "num_classes": 10}"#,
     )
     .unwrap();
-
-    let script = repo_root().join("scripts/parity/network.py");
-    let run = Command::new(venv_python())
-        .arg(&script)
-        .arg(&dir)
-        .arg("--tol")
-        .arg(TOL.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
-    assert!(
-        run.status.success(),
-        "parity script failed (Rust weights in PyTorch differ by more than {TOL})"
-    );
-    assert_eq!(
-        stdout.matches("max |Δ|").count(),
-        2,
-        "both outputs were compared"
-    );
+    let io = [
+        ("x", &x),
+        ("t", &t),
+        ("y", &y),
+        ("out_cond", &out_cond),
+        ("out_uncond", &out_uncond),
+    ];
+    run_parity_script(&dir, "scripts/parity/network.py", "", io);
 
     // PyTorch → Rust: a state_dict saved by PyTorch loads into SeedUNet.
     let mut vs2 = nn::VarStore::new(Device::Cpu);
@@ -124,41 +132,19 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
         })
     };
     let (out_cond, out_uncond) = run(&model);
-    Tensor::write_safetensors(
-        &[
-            ("x", &x),
-            ("t", &t),
-            ("y", &y),
-            ("out_cond", &out_cond),
-            ("out_uncond", &out_uncond),
-        ],
-        dir.join("inputs.safetensors"),
-    )
-    .unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_diffusers_json()).unwrap();
-
-    let run_py = Command::new(venv_python())
-        .arg(repo_root().join("scripts/parity/diffusers_unet.py"))
-        .arg(&dir)
-        .arg("--tol")
-        .arg(TOL.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run_py.stdout);
-    for line in stdout
-        .lines()
-        .chain(String::from_utf8_lossy(&run_py.stderr).lines())
-    {
-        println!("[{name}] {line}");
-    }
-    assert!(
-        run_py.status.success(),
-        "[{name}] Rust weights in diffusers differ by more than {TOL}"
-    );
-    assert_eq!(
-        stdout.matches("max |Δ|").count(),
-        2,
-        "both outputs were compared"
+    let io = [
+        ("x", &x),
+        ("t", &t),
+        ("y", &y),
+        ("out_cond", &out_cond),
+        ("out_uncond", &out_uncond),
+    ];
+    run_parity_script(
+        &dir,
+        "scripts/parity/diffusers_unet.py",
+        &format!("[{name}] "),
+        io,
     );
 
     // diffusers → Rust: its own config.json reads back as the same config,
