@@ -6,7 +6,7 @@
 use clap::Parser;
 use classifier_free::{Guided, TwoPass};
 use network::NoisePredictor;
-use reverse::{Sampler, Spacing};
+use reverse::{Pipeline, Sampler, Spacing};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -54,16 +54,8 @@ fn main() {
         for _ in 0..=a.repeats {
             for (i, (_, model)) in variants.iter().enumerate() {
                 let start = Instant::now();
-                let out = reverse::sample(
-                    *model,
-                    &s,
-                    cfg.prediction,
-                    &sampler,
-                    &x,
-                    Some(&y),
-                    None,
-                    |_| {},
-                )?;
+                let out =
+                    Pipeline::new(*model, &s, cfg.prediction).sample(&sampler, &x, Some(&y))?;
                 let _ = out.sum(Kind::Float).double_value(&[]);
                 times[i].push(start.elapsed().as_secs_f64() * 1e3 / a.n as f64);
             }

@@ -8,7 +8,7 @@
 use anyhow::bail;
 use clap::Parser;
 use classifier_free::{Classes, Guided};
-use reverse::{Sampler, Spacing};
+use reverse::{Pipeline, Sampler, Spacing};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use util::plot::{line_panels, Series};
@@ -95,16 +95,8 @@ fn main() {
         println!("{:>6} {:>10}   per class", "w", "diversity");
         for &w in &a.scales {
             let guided = Guided::new(&*m.model, w, a.allow_negative_guidance)?;
-            let x0 = reverse::sample(
-                &guided,
-                &s,
-                cfg.prediction,
-                &sampler,
-                &x_big_t,
-                Some(&y),
-                None,
-                |_| {},
-            )?;
+            let x0 =
+                Pipeline::new(&guided, &s, cfg.prediction).sample(&sampler, &x_big_t, Some(&y))?;
             let per: Vec<f64> = (0..k)
                 .map(|cl| diversity(&x0.narrow(0, cl * a.per_class, a.per_class)))
                 .collect();

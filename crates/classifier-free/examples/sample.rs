@@ -11,7 +11,7 @@ use clap::Parser;
 use classifier_free::{Classes, Guided};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
-use reverse::{Sampler, Spacing, StepRecord, Variance};
+use reverse::{Pipeline, Sampler, Spacing, StepRecord, Variance};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 use training::Weights;
@@ -208,21 +208,18 @@ fn main() {
         )?);
         bar.set_message(format!("{} ", args.sampler));
         let mut records: Vec<StepRecord> = Vec::new();
+        let pipe = Pipeline::new(model, &schedule, cfg.prediction);
         let mut parts = Vec::new();
         for (i, x) in chunks.iter().enumerate() {
             let y = labels
                 .as_ref()
                 .map(|l| l.narrow(0, i as i64 * args.batch_size, x.size()[0]));
-            parts.push(reverse::sample(
-                model,
-                &schedule,
-                cfg.prediction,
-                &sampler,
-                x,
-                y.as_ref(),
-                want_trace.then_some(&mut records),
-                |_| bar.inc(1),
-            )?);
+            parts.push(pipe.run(&sampler, &grid, x, y.as_ref(), &mut |r| {
+                if want_trace {
+                    records.push(r.shallow_clone());
+                }
+                bar.inc(1);
+            })?);
         }
         let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();

@@ -3,7 +3,7 @@ use classifier_free::{GuidanceError, Guided, TwoPass};
 use forward::Prediction;
 use forward::{Schedule, ScheduleKind};
 use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
-use reverse::{sample, Sampler, Spacing, Variance};
+use reverse::{Pipeline, Sampler, Spacing, Variance};
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -172,29 +172,16 @@ fn guidance_works_with_every_sampler_and_the_trace() {
     ] {
         let mut rec = Vec::new();
         tch::manual_seed(1);
-        let a = sample(
-            &guided,
-            &s,
-            Prediction::Epsilon,
-            &sampler,
-            &x_big_t,
-            Some(&y),
-            Some(&mut rec),
-            |_| {},
-        )
-        .unwrap();
+        let grid = sampler.grid(200).unwrap();
+        let a = Pipeline::new(&guided, &s, Prediction::Epsilon)
+            .run(&sampler, &grid, &x_big_t, Some(&y), &mut |r| {
+                rec.push(r.shallow_clone())
+            })
+            .unwrap();
         tch::manual_seed(1);
-        let b = sample(
-            &extrapolated,
-            &s,
-            Prediction::Epsilon,
-            &sampler,
-            &x_big_t,
-            Some(&y),
-            None,
-            |_| {},
-        )
-        .unwrap();
+        let b = Pipeline::new(&extrapolated, &s, Prediction::Epsilon)
+            .sample(&sampler, &x_big_t, Some(&y))
+            .unwrap();
         assert!(
             (&a - &b).abs().max().double_value(&[]) < 1e-4,
             "{sampler:?}"

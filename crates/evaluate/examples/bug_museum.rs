@@ -11,12 +11,11 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use classifier_free::Guided;
 use evaluate::{Evaluator, Metrics};
-use forward::Prediction;
 use forward::Schedule;
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
 use network::{ModelConfig, SeedUNetConfig};
-use reverse::{GridStep, Sampler, Spacing, TimestepGrid, Variance};
+use reverse::{GridStep, Pipeline, Sampler, Spacing, Step, StepInput, TimestepGrid, Variance};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -80,6 +79,7 @@ fn main() {
         let s = shipped.schedule()?;
         let kind = shipped.config.prediction;
         let m: &dyn NoisePredictor = &*shipped.model;
+        let pipe = Pipeline::new(m, &s, kind);
 
         let mut exhibits = Vec::new();
         let ddim = |steps, eta| Sampler::Ddim {
@@ -93,10 +93,10 @@ fn main() {
             // Correct: 20 trailing steps from t = T−1, the last one landing on ᾱ = 1.
             // Bug: "leading" steps 950, 900, …, 0 and a last step to ᾱ_0 instead of 1.
             let (x, y) = noise(args.n, args.seed);
-            let correct = reverse::sample(m, &s, kind, &ddim(20, 0.0), &x, Some(&y), None, |_| {})?;
+            let correct = pipe.sample(&ddim(20, 0.0), &x, Some(&y))?;
             let ts: Vec<i64> = (0..20).rev().map(|i| i * 50).collect();
             let bad = TimestepGrid::unchecked(&ts, s.steps, Some(0));
-            let buggy = reverse::sample_on_grid(m, &s, kind, &bad, 0.0, true, &x, Some(&y))?;
+            let buggy = pipe.run(&ddim(20, 0.0), &bad, &x, Some(&y), &mut |_| {})?;
             exhibits.push(Exhibit {
                 key: "ddim_grid",
                 title: "DDIM grid from 950 ending on ᾱ₀ (DDIM-20)",
@@ -108,15 +108,10 @@ fn main() {
             let (x, y) = noise(args.n, args.seed);
             let grid = ddim(50, 1.0).grid(s.steps)?;
             tch::manual_seed(args.seed + 1);
-            let correct = ddim_with(m, &s, kind, &grid, 1.0, &x, &y, reverse::ddim_step)?;
+            let correct = pipe.run(&ddim(50, 1.0), &grid, &x, Some(&y), &mut |_| {})?;
             tch::manual_seed(args.seed + 1);
-            let buggy = ddim_with(m, &s, kind, &grid, 1.0, &x, &y, ddim_step_without_sigma)?;
-            // The museum's loop must be the library's sampler exactly.
-            tch::manual_seed(args.seed + 1);
-            let library = reverse::sample(m, &s, kind, &ddim(50, 1.0), &x, Some(&y), None, |_| {})?;
-            if !library.equal(&correct) {
-                bail!("internal: the museum's DDIM loop differs from reverse::sample");
-            }
+            let bug = DdimWithoutSigma { eta: 1.0 };
+            let buggy = pipe.run(&bug, &grid, &x, Some(&y), &mut |_| {})?;
             exhibits.push(Exhibit {
                 key: "ddim_sigma",
                 title: "DDIM η = 1 without σ² in the direction term (DDIM-50)",
@@ -128,8 +123,8 @@ fn main() {
             // Intended: no guidance. The paper writes ε̃ = (1 + w′) ε_c − w′ ε_u with
             // w′ = 0 for that; plugging w′ = 0 into this book's ε_u + w (ε_c − ε_u) gives ε_u.
             let (x, y) = noise(args.n, args.seed);
-            let correct = guided_sample(m, &s, kind, &ddim(50, 0.0), 1.0, &x, &y)?;
-            let buggy = guided_sample(m, &s, kind, &ddim(50, 0.0), 0.0, &x, &y)?;
+            let correct = guided_sample(pipe, &ddim(50, 0.0), 1.0, &x, &y)?;
+            let buggy = guided_sample(pipe, &ddim(50, 0.0), 0.0, &x, &y)?;
             exhibits.push(Exhibit {
                 key: "w_convention",
                 title: "paper's w′ = 0 passed as this book's w (DDIM-50)",
@@ -145,12 +140,10 @@ fn main() {
             };
             let bar = bar(2 * s.steps as u64, "DDPM, clipped and not")?;
             tch::manual_seed(args.seed + 2);
-            let correct =
-                reverse::sample(m, &s, kind, &ddpm(true), &x, Some(&y), None, |_| bar.inc(1))?;
+            let grid = TimestepGrid::full(s.steps);
+            let correct = pipe.run(&ddpm(true), &grid, &x, Some(&y), &mut |_| bar.inc(1))?;
             tch::manual_seed(args.seed + 2);
-            let buggy = reverse::sample(m, &s, kind, &ddpm(false), &x, Some(&y), None, |_| {
-                bar.inc(1)
-            })?;
+            let buggy = pipe.run(&ddpm(false), &grid, &x, Some(&y), &mut |_| bar.inc(1))?;
             bar.finish_and_clear();
             exhibits.push(Exhibit {
                 key: "ddpm_clip",
@@ -169,7 +162,7 @@ fn main() {
             let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
             let (x, y) = noise(args.n, args.seed);
             let w3 = |model: &dyn NoisePredictor| {
-                guided_sample(model, &s, kind, &ddim(50, 0.0), 3.0, &x, &y)
+                guided_sample(pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
             };
             let load = |path: &Path| training::load_model(path, Weights::Ema, device);
             let correct = w3(&*load(&right)?.model)?;
@@ -308,78 +301,40 @@ fn bar(len: u64, msg: &'static str) -> Result<ProgressBar> {
 }
 
 fn guided_sample(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
+    pipe: Pipeline,
     sampler: &Sampler,
     w: f64,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor> {
-    let guided = Guided::new(model, w, false)?;
-    Ok(reverse::sample(
-        &guided,
-        s,
-        kind,
-        sampler,
-        x,
-        Some(y),
-        None,
-        |_| {},
-    )?)
+    let guided = Guided::new(pipe.model, w, false)?;
+    Ok(pipe.with_model(&guided).sample(sampler, x, Some(y))?)
 }
 
 // ANCHOR: bug_ddim_sigma
 /// BUG: the noise σ z is added, but the direction term still has the full
 /// √(1 − ᾱ_prev): the step's variance exceeds 1 − ᾱ_prev by σ².
-fn ddim_step_without_sigma(
-    s: &Schedule,
-    step: GridStep,
+struct DdimWithoutSigma {
     eta: f64,
-    x0_hat: &Tensor,
-    eps_hat: &Tensor,
-    z: &Tensor,
-) -> Tensor {
-    let ab_t = s.alpha_bar_host[step.t as usize];
-    let ab_prev = step.prev.map_or(1.0, |p| s.alpha_bar_host[p as usize]);
-    let sigma = reverse::ddim_sigma(ab_t, ab_prev, eta);
-    x0_hat * ab_prev.sqrt() + eps_hat * (1.0 - ab_prev).sqrt() + z * sigma
+}
+
+impl Step for DdimWithoutSigma {
+    fn clip(&self) -> bool {
+        true
+    }
+
+    fn adds_noise(&self, step: GridStep) -> bool {
+        self.eta > 0.0 && step.prev.is_some()
+    }
+
+    fn step(&self, s: &Schedule, i: &StepInput) -> reverse::Result<Tensor> {
+        let ab_t = s.alpha_bar_host[i.step.t as usize];
+        let ab_prev = i.step.prev.map_or(1.0, |p| s.alpha_bar_host[p as usize]);
+        let sigma = reverse::ddim_sigma(ab_t, ab_prev, self.eta);
+        Ok(i.x0_hat * ab_prev.sqrt() + i.eps_hat * (1.0 - ab_prev).sqrt() + i.z * sigma)
+    }
 }
 // ANCHOR_END: bug_ddim_sigma
-
-type Step = fn(&Schedule, GridStep, f64, &Tensor, &Tensor, &Tensor) -> Tensor;
-
-/// DDIM with the update as a parameter (clipping x̂₀ as the library does), so
-/// that an exhibit can swap in a broken step.
-#[allow(clippy::too_many_arguments)]
-fn ddim_with(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
-    grid: &TimestepGrid,
-    eta: f64,
-    x_big_t: &Tensor,
-    y: &Tensor,
-    update: Step,
-) -> Result<Tensor> {
-    let n = x_big_t.size()[0];
-    let mut x = x_big_t.shallow_clone();
-    for &step in grid.steps() {
-        let t = s.timestep(step.t, n)?;
-        let out = tch::no_grad(|| model.predict(&x, t.tensor(), Some(y), false))?;
-        let (x0, _) = forward::x0_and_eps(s, kind, &x, &t, &out);
-        let x0 = x0.clamp(-1.0, 1.0);
-        let eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0)
-            / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
-        let z = if eta > 0.0 && step.prev.is_some() {
-            x.randn_like()
-        } else {
-            x.zeros_like()
-        };
-        x = update(s, step, eta, &x0, &eps, &z);
-    }
-    Ok(x)
-}
 
 // ANCHOR: bug_training
 /// Trains (or reuses) a small model with `config`; `unit_range` feeds the

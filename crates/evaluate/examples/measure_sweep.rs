@@ -12,7 +12,7 @@ use clap::Parser;
 use classifier_free::Guided;
 use evaluate::{Evaluator, Metrics};
 use indicatif::{ProgressBar, ProgressStyle};
-use reverse::{Sampler, Spacing};
+use reverse::{Pipeline, Sampler, Spacing};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,16 +73,11 @@ fn main() {
             tch::manual_seed(args.seed);
             let x_t = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
             let start = Instant::now();
-            let x0 = reverse::sample(
-                &guided,
-                &schedule,
-                loaded.config.prediction,
-                &sampler,
-                &x_t,
-                Some(&y),
-                None,
-                |_| bar.inc(passes(w) as u64),
-            )?;
+            let pipe = Pipeline::new(&guided, &schedule, loaded.config.prediction);
+            let grid = sampler.grid(schedule.steps)?;
+            let x0 = pipe.run(&sampler, &grid, &x_t, Some(&y), &mut |_| {
+                bar.inc(passes(w) as u64)
+            })?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
             Ok((ev.evaluate(&x0, &y, args.seed)?, ms))
         };

@@ -3,7 +3,7 @@
 //! (`scripts/setup.sh` installs it).
 use classifier_free::Guided;
 use evaluate::{pretrained, Evaluator};
-use reverse::{Sampler, Spacing};
+use reverse::{Pipeline, Sampler, Spacing};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -56,17 +56,9 @@ fn shipped_model_samples_the_requested_classes() {
     tch::manual_seed(0);
     let y = Tensor::arange(40, (Kind::Int64, Device::Cpu)).remainder(10);
     let x_t = Tensor::randn([40, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let x0 = reverse::sample(
-        &guided,
-        &schedule,
-        cfg.prediction,
-        &sampler,
-        &x_t,
-        Some(&y),
-        None,
-        |_| {},
-    )
-    .unwrap();
+    let x0 = Pipeline::new(&guided, &schedule, cfg.prediction)
+        .sample(&sampler, &x_t, Some(&y))
+        .unwrap();
     let clf = pretrained::classifier(Device::Cpu).unwrap();
     let acc = clf.accuracy(&x0, &y);
     println!(

@@ -208,9 +208,17 @@ impl Schedule {
         Ok(Timesteps(t.to_device(self.device)))
     }
 
-    /// The same timestep `t` for a batch of `n` samples.
+    /// The same timestep `t` for a batch of `n` samples, checked on the host:
+    /// a sampler calls this at every step, and reading the tensor back from
+    /// a GPU to check it would wait for the device each time.
     pub fn timestep(&self, t: i64, n: i64) -> Result<Timesteps> {
-        self.timesteps(&Tensor::full([n], t, (Kind::Int64, self.device)))
+        if !(0..self.steps as i64).contains(&t) {
+            return Err(ForwardError::TimestepOutOfRange {
+                t,
+                steps: self.steps,
+            });
+        }
+        Ok(Timesteps(Tensor::full([n], t, (Kind::Int64, self.device))))
     }
 
     /// `n` timesteps drawn uniformly from 0..T (DDPM Algorithm 1, line 3).

@@ -150,7 +150,15 @@ pub(crate) fn check_inputs(
             });
         }
         if n > 0 {
-            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            // One read-back for both ends (on a GPU each read waits for the device).
+            let ends = Tensor::stack(&[y.min(), y.max()], 0)
+                .to_kind(Kind::Int64)
+                .to_device(Device::Cpu);
+            let ends = Vec::<i64>::try_from(&ends).unwrap_or_default();
+            let (lo, hi) = (
+                ends.first().copied().unwrap_or(0),
+                ends.last().copied().unwrap_or(0),
+            );
             if lo < 0 || hi > k {
                 return Err(NetworkError::Label {
                     label: if lo < 0 { lo } else { hi },

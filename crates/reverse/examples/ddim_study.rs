@@ -7,7 +7,7 @@
 //! cargo run --release --example ddim_study -- --checkpoint FILE --out out/ddim
 use anyhow::Result;
 use clap::Parser;
-use reverse::{sample, Sampler, Spacing, TimestepGrid, Variance};
+use reverse::{Pipeline, Sampler, Spacing, TimestepGrid, Variance};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -63,17 +63,9 @@ fn main() {
             .model
             .num_classes()
             .map(|k| Tensor::arange(a.n, (Kind::Int64, device)).remainder(k));
+        let pipe = Pipeline::new(&*m.model, &s, cfg.prediction);
         let run = |sampler: &Sampler, x: &Tensor, y: Option<&Tensor>| -> Result<Tensor> {
-            Ok(sample(
-                &*m.model,
-                &s,
-                cfg.prediction,
-                sampler,
-                x,
-                y,
-                None,
-                |_| {},
-            )?)
+            Ok(pipe.sample(sampler, x, y)?)
         };
         tch::manual_seed(a.seed);
         let [c, h, w] = cfg.image_shape();
@@ -157,26 +149,9 @@ fn main() {
             println!("  {name:<9} {} → {end}", ts.join(" → "));
         }
         let mut rows = vec![run(&ddim(10), &x_big_t, y.as_ref())?];
-        rows.push(reverse::sample_on_grid(
-            &*m.model,
-            &s,
-            cfg.prediction,
-            &leading,
-            0.0,
-            true,
-            &x_big_t,
-            y.as_ref(),
-        )?);
-        rows.push(reverse::sample_on_grid(
-            &*m.model,
-            &s,
-            cfg.prediction,
-            &broken,
-            0.0,
-            true,
-            &x_big_t,
-            y.as_ref(),
-        )?);
+        for grid in [&leading, &broken] {
+            rows.push(pipe.run(&ddim(10), grid, &x_big_t, y.as_ref(), &mut |_| {})?);
+        }
         // High-frequency energy: mean |x − mean of its 4 neighbours|; leftover noise raises it.
         let hf = |x: &Tensor| {
             let at = |dy: i64, dx: i64| x.narrow(2, 1 + dy, 26).narrow(3, 1 + dx, 26);
@@ -209,7 +184,7 @@ fn main() {
         for steps in [10usize, 20, 50, 100] {
             let sampler = ddim_noclip(steps);
             let grid = sampler.grid(cfg.timesteps)?;
-            let inv = reverse::ddim_invert(&*m.model, &s, cfg.prediction, &grid, &x0, y0.as_ref())?;
+            let inv = pipe.invert(&grid, &x0, y0.as_ref())?;
             let back = run(&sampler, &inv, y0.as_ref())?;
             let d = &back - &x0;
             println!(

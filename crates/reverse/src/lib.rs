@@ -71,12 +71,6 @@ impl Sampler {
             }
         }
     }
-
-    fn clip(&self) -> bool {
-        match *self {
-            Sampler::Ddpm { clip, .. } | Sampler::Ddim { clip, .. } => clip,
-        }
-    }
 }
 
 // ANCHOR: ddpm_step
@@ -137,134 +131,172 @@ pub fn ddim_step(
 }
 // ANCHOR_END: ddim_step
 
-// ANCHOR: sample
-/// Runs a sampler from x_T to x_0. `record`, when given, receives every step;
-/// `on_step` is called after each step (for progress bars).
-#[allow(clippy::too_many_arguments)]
-pub fn sample(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
-    sampler: &Sampler,
-    x_big_t: &Tensor,
-    y: Option<&Tensor>,
-    record: Option<&mut Vec<StepRecord>>,
-    on_step: impl FnMut(usize),
-) -> Result<Tensor> {
-    let grid = sampler.grid(s.steps)?;
-    run_grid(model, s, kind, sampler, &grid, x_big_t, y, record, on_step)
-}
-// ANCHOR_END: sample
-
-/// DDIM on an explicit grid, including grids that [`TimestepGrid::new`] would
-/// refuse (the bug museum uses this to show what they do).
-#[allow(clippy::too_many_arguments)]
-pub fn sample_on_grid(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
-    grid: &TimestepGrid,
-    eta: f64,
-    clip: bool,
-    x_big_t: &Tensor,
-    y: Option<&Tensor>,
-) -> Result<Tensor> {
-    let sampler = Sampler::Ddim {
-        steps: grid.len(),
-        eta,
-        spacing: grid.spacing,
-        clip,
-    };
-    run_grid(model, s, kind, &sampler, grid, x_big_t, y, None, |_| {})
+// ANCHOR: step_trait
+/// What an update rule sees at one step of the grid.
+pub struct StepInput<'a> {
+    pub step: GridStep,
+    pub x_t: &'a Tensor,
+    pub t: &'a Timesteps,
+    /// x̂_0 and the ε̂ that goes with it (after clipping, when the rule clips).
+    pub x0_hat: &'a Tensor,
+    pub eps_hat: &'a Tensor,
+    /// Fresh N(0, I) noise where the rule adds noise, zeros elsewhere.
+    pub z: &'a Tensor,
 }
 
-// ANCHOR: run_grid
-#[allow(clippy::too_many_arguments)]
-fn run_grid(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
-    sampler: &Sampler,
-    grid: &TimestepGrid,
-    x_big_t: &Tensor,
-    y: Option<&Tensor>,
-    mut record: Option<&mut Vec<StepRecord>>,
-    mut on_step: impl FnMut(usize),
-) -> Result<Tensor> {
-    let n = x_big_t.size()[0];
-    let mut x = x_big_t.shallow_clone();
-    for (i, &step) in grid.steps().iter().enumerate() {
-        let t = s.timestep(step.t, n)?;
-        let out = tch::no_grad(|| model.predict(&x, t.tensor(), y, false))?;
-        let (mut x0, mut eps) = x0_and_eps(s, kind, &x, &t, &out);
-        if sampler.clip() {
-            x0 = x0.clamp(-1.0, 1.0);
-            eps = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0)
-                / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
+/// One reverse update x_t → x_prev. [`Sampler`] is one; the bug museum swaps
+/// in broken ones and runs them through the same loop.
+pub trait Step {
+    /// Clip x̂_0 to the data range [−1, 1] before the update.
+    fn clip(&self) -> bool;
+    /// Whether this step adds noise σ z (so z must be drawn).
+    fn adds_noise(&self, step: GridStep) -> bool;
+    fn step(&self, s: &Schedule, i: &StepInput) -> Result<Tensor>;
+}
+
+impl Step for Sampler {
+    fn clip(&self) -> bool {
+        match *self {
+            Sampler::Ddpm { clip, .. } | Sampler::Ddim { clip, .. } => clip,
         }
-        let (x_prev, z) = match *sampler {
-            Sampler::Ddpm { variance, .. } => {
-                let z = if step.prev.is_some() {
-                    x.randn_like()
-                } else {
-                    x.zeros_like()
-                };
-                (ddpm_step(s, variance, &x, &t, &x0, &z)?, z)
+    }
+
+    fn adds_noise(&self, step: GridStep) -> bool {
+        step.prev.is_some()
+            && match *self {
+                Sampler::Ddpm { .. } => true,
+                Sampler::Ddim { eta, .. } => eta > 0.0,
             }
-            Sampler::Ddim { eta, .. } => {
-                let z = if eta > 0.0 && step.prev.is_some() {
-                    x.randn_like()
-                } else {
-                    x.zeros_like()
-                };
-                (ddim_step(s, step, eta, &x0, &eps, &z), z)
+    }
+
+    fn step(&self, s: &Schedule, i: &StepInput) -> Result<Tensor> {
+        match *self {
+            Sampler::Ddpm { variance, .. } => ddpm_step(s, variance, i.x_t, i.t, i.x0_hat, i.z),
+            Sampler::Ddim { eta, .. } => Ok(ddim_step(s, i.step, eta, i.x0_hat, i.eps_hat, i.z)),
+        }
+    }
+}
+// ANCHOR_END: step_trait
+
+// ANCHOR: pipeline
+/// A model, the schedule it was trained with and what it predicts: everything
+/// a sampler needs, held together (diffusers' pipelines hold a model and a
+/// scheduler the same way).
+#[derive(Clone, Copy)]
+pub struct Pipeline<'a> {
+    pub model: &'a dyn NoisePredictor,
+    pub schedule: &'a Schedule,
+    pub prediction: Prediction,
+}
+// ANCHOR_END: pipeline
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        model: &'a dyn NoisePredictor,
+        schedule: &'a Schedule,
+        prediction: Prediction,
+    ) -> Self {
+        Self {
+            model,
+            schedule,
+            prediction,
+        }
+    }
+
+    /// The same pipeline with another model in front (a guided one, say).
+    pub fn with_model(self, model: &'a dyn NoisePredictor) -> Self {
+        Self { model, ..self }
+    }
+
+    // ANCHOR: sample
+    /// Runs `sampler` on its own grid from x_T to x_0.
+    pub fn sample(
+        &self,
+        sampler: &Sampler,
+        x_big_t: &Tensor,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let grid = sampler.grid(self.schedule.steps)?;
+        self.run(sampler, &grid, x_big_t, y, &mut |_| {})
+    }
+    // ANCHOR_END: sample
+
+    // ANCHOR: run_grid
+    /// The reverse loop: any update rule on any grid (also those that
+    /// [`TimestepGrid::new`] refuses). `observe` sees every step, for
+    /// progress bars and traces.
+    pub fn run(
+        &self,
+        rule: &dyn Step,
+        grid: &TimestepGrid,
+        x_big_t: &Tensor,
+        y: Option<&Tensor>,
+        observe: &mut dyn FnMut(&StepRecord),
+    ) -> Result<Tensor> {
+        let s = self.schedule;
+        let n = x_big_t.size()[0];
+        let mut x = x_big_t.shallow_clone();
+        for &step in grid.steps() {
+            let t = s.timestep(step.t, n)?;
+            let out = tch::no_grad(|| self.model.predict(&x, t.tensor(), y, false))?;
+            let (mut x0_hat, mut eps_hat) = x0_and_eps(s, self.prediction, &x, &t, &out);
+            if rule.clip() {
+                x0_hat = x0_hat.clamp(-1.0, 1.0);
+                eps_hat = (&x - t.gather(&s.sqrt_alpha_bar, &x) * &x0_hat)
+                    / t.gather(&s.sqrt_one_minus_alpha_bar, &x);
             }
-        };
-        if let Some(rec) = record.as_deref_mut() {
-            rec.push(StepRecord {
+            let z = if rule.adds_noise(step) {
+                x.randn_like()
+            } else {
+                x.zeros_like()
+            };
+            let input = StepInput {
+                step,
+                x_t: &x,
+                t: &t,
+                x0_hat: &x0_hat,
+                eps_hat: &eps_hat,
+                z: &z,
+            };
+            let x_prev = rule.step(s, &input)?;
+            observe(&StepRecord {
                 t: step.t,
                 prev: step.prev,
                 x_t: x.shallow_clone(),
                 out,
-                x0: x0.shallow_clone(),
+                x0: x0_hat,
                 z,
                 x_prev: x_prev.shallow_clone(),
             });
+            x = x_prev;
         }
-        x = x_prev;
-        on_step(i);
+        Ok(x)
     }
-    Ok(x)
-}
-// ANCHOR_END: run_grid
+    // ANCHOR_END: run_grid
 
-/// The reverse of the deterministic DDIM update: x_0 → x_T along S steps of
-/// `grid` run backwards, with ε̂ evaluated at the current (less noisy) point.
-pub fn ddim_invert(
-    model: &dyn NoisePredictor,
-    s: &Schedule,
-    kind: Prediction,
-    grid: &TimestepGrid,
-    x0: &Tensor,
-    y: Option<&Tensor>,
-) -> Result<Tensor> {
-    let n = x0.size()[0];
-    let mut x = x0.shallow_clone();
-    for step in grid.steps().iter().rev() {
-        // Going up from prev (or from x_0) to t.
-        let (t_from, ab_from) = match step.prev {
-            Some(p) => (p, s.alpha_bar_host[p as usize]),
-            None => (0, 1.0),
-        };
-        let t = s.timestep(t_from, n)?;
-        let out = tch::no_grad(|| model.predict(&x, t.tensor(), y, false))?;
-        // From x_0 itself (prev = None) the model is asked at its least-noisy step, t = 0.
-        let eps = x0_and_eps(s, kind, &x, &t, &out).1;
-        let x0_hat = (&x - &eps * (1.0 - ab_from).sqrt()) / ab_from.sqrt();
-        let ab_t = s.alpha_bar_host[step.t as usize];
-        x = x0_hat * ab_t.sqrt() + eps * (1.0 - ab_t).sqrt();
+    /// The reverse of the deterministic DDIM update: x_0 → x_T along the
+    /// steps of `grid` run backwards, with ε̂ evaluated at the current (less
+    /// noisy) point.
+    pub fn invert(&self, grid: &TimestepGrid, x0: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        let s = self.schedule;
+        let n = x0.size()[0];
+        let mut x = x0.shallow_clone();
+        for step in grid.steps().iter().rev() {
+            // Going up from prev (or from x_0) to t.
+            let (t_from, ab_from) = match step.prev {
+                Some(p) => (p, s.alpha_bar_host[p as usize]),
+                None => (0, 1.0),
+            };
+            let t = s.timestep(t_from, n)?;
+            let out = tch::no_grad(|| self.model.predict(&x, t.tensor(), y, false))?;
+            // From x_0 itself (prev = None) the model is asked at its least-noisy step, t = 0.
+            let eps = x0_and_eps(s, self.prediction, &x, &t, &out).1;
+            let x0_hat = (&x - &eps * (1.0 - ab_from).sqrt()) / ab_from.sqrt();
+            let ab_t = s.alpha_bar_host[step.t as usize];
+            x = x0_hat * ab_t.sqrt() + eps * (1.0 - ab_t).sqrt();
+        }
+        Ok(x)
     }
-    Ok(x)
 }
 
 /// Spherical interpolation between two Gaussian latents (keeps their norm

@@ -28,15 +28,30 @@ pub struct StepRecord {
     pub x_prev: Tensor,
 }
 
-const FIELDS: [&str; 5] = ["x_t", "out", "x0", "z", "x_prev"];
+impl StepRecord {
+    /// The per-image tensors under their names in the file.
+    pub fn tensors(&self) -> [(&'static str, &Tensor); 5] {
+        [
+            ("x_t", &self.x_t),
+            ("out", &self.out),
+            ("x0", &self.x0),
+            ("z", &self.z),
+            ("x_prev", &self.x_prev),
+        ]
+    }
 
-fn field(r: &StepRecord, name: &str) -> Tensor {
-    match name {
-        "x_t" => r.x_t.shallow_clone(),
-        "out" => r.out.shallow_clone(),
-        "x0" => r.x0.shallow_clone(),
-        "z" => r.z.shallow_clone(),
-        _ => r.x_prev.shallow_clone(),
+    /// A record sharing this one's storage (for keeping what a sampler's
+    /// observer is shown).
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            t: self.t,
+            prev: self.prev,
+            x_t: self.x_t.shallow_clone(),
+            out: self.out.shallow_clone(),
+            x0: self.x0.shallow_clone(),
+            z: self.z.shallow_clone(),
+            x_prev: self.x_prev.shallow_clone(),
+        }
     }
 }
 
@@ -62,12 +77,12 @@ pub fn save(
             Tensor::from_slice(&s.alpha_bar_host),
         ),
     ];
-    for name in FIELDS {
-        let stacked = Tensor::stack(
-            &records.iter().map(|r| field(r, name)).collect::<Vec<_>>(),
-            0,
-        );
-        tensors.push((name.to_string(), stacked.to_kind(Kind::Float)));
+    for (k, (name, _)) in records[0].tensors().into_iter().enumerate() {
+        let per_step: Vec<&Tensor> = records.iter().map(|r| r.tensors()[k].1).collect();
+        tensors.push((
+            name.to_string(),
+            Tensor::stack(&per_step, 0).to_kind(Kind::Float),
+        ));
     }
     let mut meta = BTreeMap::new();
     meta.insert("format".into(), "diffusion-executed/trace-v1".into());

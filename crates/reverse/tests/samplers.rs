@@ -3,8 +3,22 @@ use forward::{oracle, Schedule, ScheduleKind};
 use forward::{x0_and_eps, Prediction};
 use network::{NoisePredictor, Result as NetResult};
 use reverse::{
-    ddim_sigma, ddim_step, ddpm_step, sample, Sampler, Spacing, StepRecord, TimestepGrid, Variance,
+    ddim_sigma, ddim_step, ddpm_step, Pipeline, Sampler, Spacing, StepRecord, TimestepGrid,
+    Variance,
 };
+
+/// Samples with `sampler`, keeping every step's record in `rec`.
+fn sample_recorded(
+    pipe: Pipeline,
+    sampler: &Sampler,
+    x_big_t: &Tensor,
+    rec: &mut Vec<StepRecord>,
+) -> reverse::Result<Tensor> {
+    let grid = sampler.grid(pipe.schedule.steps)?;
+    pipe.run(sampler, &grid, x_big_t, None, &mut |r| {
+        rec.push(r.shallow_clone())
+    })
+}
 use tch::{Device, Kind, Tensor};
 
 /// If the data is N(μ, s²) per pixel, x_t is N(√ᾱ μ, ᾱ s² + 1 − ᾱ) and the
@@ -91,15 +105,11 @@ fn one_ddpm_step_is_the_exact_posterior_sample() {
         variance: Variance::FixedSmall,
         clip: false,
     };
-    let _ = sample(
-        &model,
-        &s,
-        Prediction::Epsilon,
+    let _ = sample_recorded(
+        Pipeline::new(&model, &s, Prediction::Epsilon),
         &sampler,
         &x_big_t,
-        None,
-        Some(&mut rec),
-        |_| {},
+        &mut rec,
     )
     .unwrap();
     assert_eq!(rec.len(), 50);
@@ -165,17 +175,9 @@ fn ddim_with_eta_zero_is_deterministic_and_others_are_seeded() {
     let x_big_t = Tensor::randn([3, 1, 4, 4], (Kind::Float, Device::Cpu));
     let run = |sampler: &Sampler, seed: i64| {
         tch::manual_seed(seed);
-        sample(
-            &model,
-            &s,
-            Prediction::Epsilon,
-            sampler,
-            &x_big_t,
-            None,
-            None,
-            |_| {},
-        )
-        .unwrap()
+        Pipeline::new(&model, &s, Prediction::Epsilon)
+            .sample(sampler, &x_big_t, None)
+            .unwrap()
     };
     let ddim0 = Sampler::Ddim {
         steps: 25,
@@ -220,18 +222,10 @@ fn samples_have_the_data_distribution() {
         clip: false,
     };
     for sampler in [SAMPLERS[0].clone(), ddim100] {
-        let x = sample(
-            &model,
-            &s,
-            Prediction::Epsilon,
-            &sampler,
-            &x_big_t,
-            None,
-            None,
-            |_| {},
-        )
-        .unwrap()
-        .to_kind(Kind::Double);
+        let x = Pipeline::new(&model, &s, Prediction::Epsilon)
+            .sample(&sampler, &x_big_t, None)
+            .unwrap()
+            .to_kind(Kind::Double);
         let (m, v) = (
             x.mean(Kind::Double).double_value(&[]),
             x.var(true).double_value(&[]),
@@ -253,15 +247,11 @@ fn replaying_a_trace_reproduces_every_step_exactly() {
         tch::manual_seed(i as i64);
         let x_big_t = Tensor::randn([2, 1, 4, 4], (Kind::Float, Device::Cpu));
         let mut rec = Vec::new();
-        let _ = sample(
-            &model,
-            &s,
-            Prediction::Epsilon,
+        let _ = sample_recorded(
+            Pipeline::new(&model, &s, Prediction::Epsilon),
             sampler,
             &x_big_t,
-            None,
-            Some(&mut rec),
-            |_| {},
+            &mut rec,
         )
         .unwrap();
         let path = dir.join(format!("{i}.safetensors"));
@@ -325,19 +315,12 @@ fn ddim_inversion_error_falls_with_more_steps() {
             clip: false,
         };
         let grid = sampler.grid(1000).unwrap();
-        let x_big_t =
-            reverse::ddim_invert(&model, &s, Prediction::Epsilon, &grid, &x0, None).unwrap();
-        let back = sample(
-            &model,
-            &s,
-            Prediction::Epsilon,
-            &sampler,
-            &x_big_t,
-            None,
-            None,
-            |_| {},
-        )
-        .unwrap();
+        let x_big_t = Pipeline::new(&model, &s, Prediction::Epsilon)
+            .invert(&grid, &x0, None)
+            .unwrap();
+        let back = Pipeline::new(&model, &s, Prediction::Epsilon)
+            .sample(&sampler, &x_big_t, None)
+            .unwrap();
         errs.push(max_abs(&back, &x0));
     }
     assert!(

@@ -1,6 +1,6 @@
 //! Train a diffusion model.
 //!
-//! cargo run --release --example train -- --dataset fashion-mnist --model seed --steps 1500 --out out/train
+//! cargo run --release --example train -- --dataset fashion-mnist --out out/train   # UNet (16, 32, 64), 1800 steps
 //!
 //! Writes into --out: checkpoints (ckpt-XXXXXXXX.safetensors, the last --keep),
 //! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
@@ -27,13 +27,13 @@ struct Args {
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
     /// seed (SeedUNet) or unet (UNet, diffusers' UNet2DModel layout).
-    #[arg(long, default_value = "seed")]
+    #[arg(long, default_value = "unet")]
     model: String,
     /// SeedUNet: base width C.
     #[arg(long, default_value_t = 64)]
     channels: i64,
     /// UNet: channels per level, highest resolution first.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
     block_out_channels: Vec<i64>,
     /// UNet: levels (0 = full resolution) whose blocks have self-attention.
     #[arg(long, value_delimiter = ',', default_value = "2")]
@@ -60,7 +60,7 @@ struct Args {
     #[arg(long)]
     full_res_skip: bool,
     /// Total training steps (a resumed run continues up to this number).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1800)]
     steps: i64,
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
@@ -77,7 +77,7 @@ struct Args {
     unconditional: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -90,12 +90,12 @@ struct Args {
     #[arg(long, default_value_t = 0.1)]
     final_lr_fraction: f64,
     /// uniform (L_simple) or min-snr-GAMMA (e.g. min-snr-5).
-    #[arg(long, default_value = "uniform")]
+    #[arg(long, default_value = "min-snr-5")]
     loss_weighting: LossWeighting,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    #[arg(long, default_value_t = 0.995)]
+    #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
     /// eps, x0 or v.
     #[arg(long, default_value = "eps")]
@@ -422,16 +422,9 @@ fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
         variance: reverse::Variance::FixedSmall,
         clip: true,
     };
-    let x0 = reverse::sample(
-        &*trainer.ema,
-        &trainer.schedule,
-        cfg.prediction,
-        &sampler,
-        &x_t,
-        y.as_ref(),
-        None,
-        |_| bar.inc(1),
-    )?;
+    let pipe = reverse::Pipeline::new(&*trainer.ema, &trainer.schedule, cfg.prediction);
+    let grid = sampler.grid(cfg.timesteps)?;
+    let x0 = pipe.run(&sampler, &grid, &x_t, y.as_ref(), &mut |_| bar.inc(1))?;
     bar.finish();
     // Columns = classes; a short last row is filled with blank (white) cells.
     let rows = (n + cols - 1) / cols;
