@@ -76,14 +76,14 @@ expect_error "p-uncond 1.5" "$BIN/train" --p-uncond 1.5 --out "$tmp/x"
 expect_error "already holds checkpoints" "${train[@]}" --steps 12
 expect_error "0 sampling steps" "$BIN/sample" --checkpoint "$ck" --steps 0
 expect_error "η = -1" "$BIN/sample" --checkpoint "$ck" --eta -1
-expect_error "unknown spacing" "$BIN/sample" --checkpoint "$ck" --spacing uniform
+expect_error "invalid value 'uniform' for '--spacing" "$BIN/sample" --checkpoint "$ck" --spacing uniform
 expect_error "No such file" "$BIN/sample" --checkpoint "$tmp/missing.safetensors"
 expect_error "is negative" "$BIN/sample" --checkpoint "$ck" --guidance -1
 expect_error "class 12 is out of range" "$BIN/sample" --checkpoint "$ck" --class 1,12
 echo "ok: bad CLI values give one clear line"
 
 # --- the shipped model and the evaluator (real Fashion-MNIST) ---------------
-cargo build --quiet -p evaluate --example evaluate --example measure_sweep --example bug_museum
+cargo build --quiet -p examples --example evaluate --example measure_sweep --example bug_museum
 "$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 10 --guidance 3 --per-class 20 --seed 0 \
   --no-grid --save-tensors "$tmp/p.safetensors" > /dev/null
 "$BIN/evaluate" --samples "$tmp/p.safetensors" --markdown "$tmp/p.md" > "$tmp/eval.log" 2>&1

@@ -17,7 +17,7 @@ cd "$ROOT"
 BUDGETS="${BUDGETS:-5,10,20}"
 N="${N:-1000}"
 THREADS="${THREADS:-1}"
-RECIPE="${RECIPE:---model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5}"
+RECIPE="${RECIPE:---model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5}"  # the default run's recipe
 PY="$(venv_python)"
 cargo build --quiet --release --example train --example sample --example evaluate
 bin="$(target_dir)/release/examples"

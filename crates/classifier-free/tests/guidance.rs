@@ -213,7 +213,7 @@ fn train_step_feeds_the_null_class_at_rate_p_uncond() {
                 num_classes: Some(10),
                 full_res_skip: true,
             }),
-            schedule: "linear".into(),
+            schedule: forward::ScheduleKind::Linear,
             timesteps: 100,
             prediction: Prediction::Epsilon,
             loss_weighting: Default::default(),

@@ -3,7 +3,7 @@
 //! (`scripts/setup.sh` installs it).
 use classifier_free::Guided;
 use evaluate::{pretrained, Evaluator};
-use reverse::{Pipeline, Sampler, Spacing};
+use reverse::{Pipeline, Sampler};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -47,12 +47,7 @@ fn shipped_model_samples_the_requested_classes() {
     );
     let schedule = loaded.schedule().unwrap();
     let guided = Guided::new(&*loaded.model, 3.0, false).unwrap();
-    let sampler = Sampler::Ddim {
-        steps: 20,
-        eta: 0.0,
-        spacing: Spacing::Trailing,
-        clip: true,
-    };
+    let sampler = Sampler::ddim(20);
     tch::manual_seed(0);
     let y = Tensor::arange(40, (Kind::Int64, Device::Cpu)).remainder(10);
     let x_t = Tensor::randn([40, 1, 28, 28], (Kind::Float, Device::Cpu));
@@ -103,7 +98,7 @@ fn export_keeps_exactly_the_ema_weights() {
             num_classes: Some(10),
             full_res_skip: false,
         }),
-        schedule: "linear".into(),
+        schedule: forward::ScheduleKind::Linear,
         timesteps: 100,
         prediction: forward::Prediction::Epsilon,
         loss_weighting: Default::default(),

@@ -31,8 +31,10 @@ pub enum ForwardError {
 
 pub type Result<T> = std::result::Result<T, ForwardError>;
 
-/// The three β schedules of the book.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The three β schedules of the book (written in files and flags by
+/// [`ScheduleKind::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
     /// DDPM: β linear from 1e-4 to 0.02.
     Linear,
@@ -51,6 +53,12 @@ impl ScheduleKind {
             Self::ScaledLinear => "scaled_linear",
             Self::Cosine => "cosine",
         }
+    }
+}
+
+impl std::fmt::Display for ScheduleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

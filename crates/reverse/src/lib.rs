@@ -52,6 +52,17 @@ pub enum Sampler {
 }
 
 impl Sampler {
+    /// Deterministic DDIM (η = 0) on `steps` trailing steps, clipped: the
+    /// book's default sampler.
+    pub fn ddim(steps: usize) -> Self {
+        Sampler::Ddim {
+            steps,
+            eta: 0.0,
+            spacing: Spacing::Trailing,
+            clip: true,
+        }
+    }
+
     /// Checks the settings against T and returns the timestep grid.
     pub fn grid(&self, total: usize) -> Result<TimestepGrid> {
         match *self {

@@ -146,7 +146,7 @@ pub enum LrSchedule {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub model: ModelConfig,
-    pub schedule: String,
+    pub schedule: ScheduleKind,
     pub timesteps: usize,
     pub prediction: Prediction,
     #[serde(default)]
@@ -210,7 +210,6 @@ impl TrainConfig {
                 return bad(format!("cosine schedule to step {total_steps} ending at {final_fraction}×lr: needs at least 1 step and a fraction in [0, 1]"));
             }
         }
-        self.schedule.parse::<ScheduleKind>()?;
         Ok(())
     }
 }
@@ -250,7 +249,7 @@ impl Trainer {
             .copy(&vs)
             .map_err(|e| TrainError::Config(e.to_string()))?;
         ema_vs.freeze();
-        let schedule = Schedule::new(config.schedule.parse()?, config.timesteps, device)?;
+        let schedule = Schedule::new(config.schedule, config.timesteps, device)?;
         let opt = Adam::new(&vs, config.optimizer);
         Ok(Self {
             config,
@@ -423,7 +422,7 @@ impl LoadedModel {
     /// The noise schedule the model was trained with, on the model's device.
     pub fn schedule(&self) -> Result<Schedule> {
         Ok(Schedule::new(
-            self.config.schedule.parse()?,
+            self.config.schedule,
             self.config.timesteps,
             self.vs.device(),
         )?)
@@ -491,7 +490,7 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
         diffusers_scheduler(&dir.join("scheduler/scheduler_config.json"))?;
     let config = TrainConfig {
         model: ModelConfig::Unet(unet),
-        schedule: schedule.into(),
+        schedule,
         timesteps,
         prediction,
         loss_weighting: LossWeighting::Uniform,
@@ -525,10 +524,10 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
 }
 
 /// (schedule, T, prediction) from a diffusers scheduler_config.json.
-fn diffusers_scheduler(path: &Path) -> Result<(&'static str, usize, Prediction)> {
+fn diffusers_scheduler(path: &Path) -> Result<(ScheduleKind, usize, Prediction)> {
     let bad = |m: String| TrainError::Checkpoint(format!("{}: {m}", path.display()));
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(("linear", 1000, Prediction::Epsilon));
+        return Ok((ScheduleKind::Linear, 1000, Prediction::Epsilon));
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
@@ -545,9 +544,9 @@ fn diffusers_scheduler(path: &Path) -> Result<(&'static str, usize, Prediction)>
             if (start - 1e-4).abs() > 1e-12 || (end - 0.02).abs() > 1e-12 {
                 return Err(bad(format!("a linear schedule from {start} to {end} is not supported (the book's runs from 1e-4 to 0.02)")));
             }
-            "linear"
+            ScheduleKind::Linear
         }
-        "squaredcos_cap_v2" => "cosine",
+        "squaredcos_cap_v2" => ScheduleKind::Cosine,
         other => {
             return Err(bad(format!(
                 "beta_schedule \"{other}\" is not supported: use linear or squaredcos_cap_v2"

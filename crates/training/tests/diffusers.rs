@@ -20,7 +20,7 @@ fn diffusers_folder_loads_with_its_schedule_and_prediction() {
     );
 
     let m = load_diffusers(&dir.join("pipeline"), Device::Cpu).unwrap();
-    assert_eq!(m.config.schedule, "cosine");
+    assert_eq!(m.config.schedule, forward::ScheduleKind::Cosine);
     assert_eq!(m.config.timesteps, 500);
     assert_eq!(m.config.prediction, Prediction::Velocity);
     assert_eq!(m.model.num_classes(), Some(10));
@@ -40,8 +40,8 @@ fn diffusers_folder_loads_with_its_schedule_and_prediction() {
     // The bare unet/ folder loads too, with diffusers' DDPMScheduler defaults.
     let bare = load_diffusers(&dir.join("pipeline/unet"), Device::Cpu).unwrap();
     assert_eq!(
-        (bare.config.schedule.as_str(), bare.config.timesteps),
-        ("linear", 1000)
+        (bare.config.schedule, bare.config.timesteps),
+        (forward::ScheduleKind::Linear, 1000)
     );
     assert_eq!(bare.config.prediction, Prediction::Epsilon);
 

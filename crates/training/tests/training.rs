@@ -24,7 +24,7 @@ fn tmpdir(tag: &str) -> PathBuf {
 fn config(model: ModelConfig) -> TrainConfig {
     TrainConfig {
         model,
-        schedule: "linear".into(),
+        schedule: forward::ScheduleKind::Linear,
         timesteps: 1000,
         prediction: Prediction::Epsilon,
         loss_weighting: Default::default(),

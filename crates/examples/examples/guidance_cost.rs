@@ -5,40 +5,36 @@
 
 use clap::Parser;
 use classifier_free::{Guided, TwoPass};
+use examples::{DeviceArgs, ModelArgs};
 use network::NoisePredictor;
-use reverse::{Pipeline, Sampler, Spacing};
-use std::path::PathBuf;
+use reverse::{Pipeline, Sampler};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
 #[derive(Parser)]
 #[command(about = "Time guided against unguided sampling")]
 struct Args {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long, default_value_t = 20)]
     n: i64,
     #[arg(long, default_value_t = 50)]
     steps: usize,
     #[arg(long, default_value_t = 5)]
     repeats: usize,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() {
     util::run(|| {
         let a = Args::parse();
-        let device = util::parse_device(&a.device)?;
-        let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
+        let device = a.device.device()?;
+        let model = a.model.load(device)?;
+        let m = &model.loaded;
         let cfg = &m.config;
-        let s = m.schedule()?;
-        let sampler = Sampler::Ddim {
-            steps: a.steps,
-            eta: 0.0,
-            spacing: Spacing::Trailing,
-            clip: true,
-        };
+        let s = &model.schedule;
+        let sampler = Sampler::ddim(a.steps);
         let k = cfg.model.num_classes().unwrap_or(1);
         let y = Tensor::arange(a.n, (Kind::Int64, device)).remainder(k);
         let [c, h, w] = cfg.image_shape();
@@ -55,7 +51,7 @@ fn main() {
             for (i, (_, model)) in variants.iter().enumerate() {
                 let start = Instant::now();
                 let out =
-                    Pipeline::new(*model, &s, cfg.prediction).sample(&sampler, &x, Some(&y))?;
+                    Pipeline::new(*model, s, cfg.prediction).sample(&sampler, &x, Some(&y))?;
                 let _ = out.sum(Kind::Float).double_value(&[]);
                 times[i].push(start.elapsed().as_secs_f64() * 1e3 / a.n as f64);
             }

@@ -8,7 +8,8 @@
 use anyhow::bail;
 use clap::Parser;
 use classifier_free::{Classes, Guided};
-use reverse::{Pipeline, Sampler, Spacing};
+use examples::{DeviceArgs, ModelArgs};
+use reverse::{Pipeline, Sampler};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use util::plot::{line_panels, Series};
@@ -16,8 +17,8 @@ use util::plot::{line_panels, Series};
 #[derive(Parser)]
 #[command(about = "Sample one checkpoint at several guidance scales and measure diversity")]
 struct Args {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(
         long,
         value_delimiter = ',',
@@ -31,13 +32,13 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     steps: usize,
     #[arg(long, default_value_t = 0)]
-    seed: i64,
+    seed: u64,
     #[arg(long, default_value = "out/guidance")]
     out: PathBuf,
     #[arg(long)]
     allow_negative_guidance: bool,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 // ANCHOR: diversity
@@ -64,8 +65,9 @@ fn main() {
                 a.per_class
             );
         }
-        let device = util::parse_device(&a.device)?;
-        let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
+        let device = a.device.device()?;
+        let model = a.model.load(device)?;
+        let m = &model.loaded;
         let cfg = &m.config;
         let Some(k) = cfg.model.num_classes() else {
             bail!("guidance needs a class-conditional model; this checkpoint has none")
@@ -77,17 +79,12 @@ fn main() {
         {
             eprintln!("{w}");
         }
-        let s = m.schedule()?;
-        let sampler = Sampler::Ddim {
-            steps: a.steps,
-            eta: 0.0,
-            spacing: Spacing::Trailing,
-            clip: true,
-        };
+        let s = &model.schedule;
+        let sampler = Sampler::ddim(a.steps);
         let y = classifier_free::labels(&Classes::PerClass(a.per_class), k, device)?;
         let n = y.size()[0];
         let [c, h, w] = cfg.image_shape();
-        tch::manual_seed(a.seed);
+        tch::manual_seed(a.seed as i64);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         std::fs::create_dir_all(&a.out)?;
 
@@ -96,7 +93,7 @@ fn main() {
         for &w in &a.scales {
             let guided = Guided::new(&*m.model, w, a.allow_negative_guidance)?;
             let x0 =
-                Pipeline::new(&guided, &s, cfg.prediction).sample(&sampler, &x_big_t, Some(&y))?;
+                Pipeline::new(&guided, s, cfg.prediction).sample(&sampler, &x_big_t, Some(&y))?;
             let per: Vec<f64> = (0..k)
                 .map(|cl| diversity(&x0.narrow(0, cl * a.per_class, a.per_class)))
                 .collect();

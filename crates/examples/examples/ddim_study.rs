@@ -7,6 +7,7 @@
 //! cargo run --release --example ddim_study -- --checkpoint FILE --out out/ddim
 use anyhow::Result;
 use clap::Parser;
+use examples::{DeviceArgs, ModelArgs};
 use reverse::{Pipeline, Sampler, Spacing, TimestepGrid, Variance};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,8 +16,8 @@ use tch::{Kind, Tensor};
 #[derive(Parser)]
 #[command(about = "Cost, grids, inversion and interpolation for DDIM on one checkpoint")]
 struct Args {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long, default_value = "out/ddim")]
     out: PathBuf,
     /// Images per timing run.
@@ -26,18 +27,13 @@ struct Args {
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
     #[arg(long, default_value_t = 0)]
-    seed: i64,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn ddim(steps: usize) -> Sampler {
-    Sampler::Ddim {
-        steps,
-        eta: 0.0,
-        spacing: Spacing::Trailing,
-        clip: true,
-    }
+    Sampler::ddim(steps)
 }
 
 /// Inversion needs the unclipped map: clipping x̂_0 is not invertible.
@@ -53,21 +49,22 @@ fn ddim_noclip(steps: usize) -> Sampler {
 fn main() {
     util::run(|| {
         let a = Args::parse();
-        let device = util::parse_device(&a.device)?;
-        let m = training::load_model(&a.checkpoint, training::Weights::Ema, device)?;
+        let device = a.device.device()?;
+        let model = a.model.load(device)?;
+        let m = &model.loaded;
         let cfg = &m.config;
-        let s = m.schedule()?;
+        let s = &model.schedule;
         std::fs::create_dir_all(&a.out)?;
         let k = cfg.model.num_classes().unwrap_or(10);
         let y = cfg
             .model
             .num_classes()
             .map(|k| Tensor::arange(a.n, (Kind::Int64, device)).remainder(k));
-        let pipe = Pipeline::new(&*m.model, &s, cfg.prediction);
+        let pipe = Pipeline::new(&*m.model, s, cfg.prediction);
         let run = |sampler: &Sampler, x: &Tensor, y: Option<&Tensor>| -> Result<Tensor> {
             Ok(pipe.sample(sampler, x, y)?)
         };
-        tch::manual_seed(a.seed);
+        tch::manual_seed(a.seed as i64);
         let [c, h, w] = cfg.image_shape();
         let x_big_t = Tensor::randn([a.n, c, h, w], (Kind::Float, device));
         // Columns of the sample grids: one per image, named by its class.

@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use evaluate::{Evaluator, Metrics};
+use examples::DeviceArgs;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ struct Args {
     data_dir: PathBuf,
     /// Seed for choosing real images (reference rows, precision/recall).
     #[arg(long, default_value_t = 0)]
-    seed: i64,
+    seed: u64,
     /// Skip the two reference rows.
     #[arg(long)]
     no_reference: bool,
@@ -39,15 +40,14 @@ struct Args {
     /// Also write the rows as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() {
     util::run(|| {
         let args = Args::parse();
-        let device = util::parse_device(&args.device)?;
+        let device = args.device.device()?;
         // Read and check every file before the slow work.
         let mut files = Vec::new();
         for path in &args.samples {
@@ -70,14 +70,17 @@ fn main() {
             let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
             let sizes: BTreeSet<i64> = files.iter().map(|(_, s)| s.images.size()[0]).collect();
             for n in sizes {
-                rows.extend(evaluate::reference_rows(&ev, &train, n, args.seed)?);
+                rows.extend(evaluate::reference_rows(&ev, &train, n, args.seed as i64)?);
             }
         }
         for (name, s) in &files {
             if let Some(w) = evaluate::small_sample_warning(s.images.size()[0]) {
                 eprintln!("{name}: {w}");
             }
-            rows.push((name.clone(), ev.evaluate(&s.images, &s.labels, args.seed)?));
+            rows.push((
+                name.clone(),
+                ev.evaluate(&s.images, &s.labels, args.seed as i64)?,
+            ));
         }
 
         print!("{}", table(&rows, false));

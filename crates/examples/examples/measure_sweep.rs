@@ -12,7 +12,7 @@ use clap::Parser;
 use classifier_free::Guided;
 use evaluate::{Evaluator, Metrics};
 use indicatif::{ProgressBar, ProgressStyle};
-use reverse::{Pipeline, Sampler, Spacing};
+use reverse::{Pipeline, Sampler};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value = "out/measuring")]
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
-    seed: i64,
+    seed: u64,
 }
 
 fn main() {
@@ -63,14 +63,9 @@ fn main() {
         )?);
         bar.set_message(n.to_string());
         let measure = |steps: usize, w: f64| -> Result<(Metrics, f64)> {
-            let sampler = Sampler::Ddim {
-                steps,
-                eta: 0.0,
-                spacing: Spacing::Trailing,
-                clip: true,
-            };
+            let sampler = Sampler::ddim(steps);
             let guided = Guided::new(&*loaded.model, w, false)?;
-            tch::manual_seed(args.seed);
+            tch::manual_seed(args.seed as i64);
             let x_t = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
             let start = Instant::now();
             let pipe = Pipeline::new(&guided, &schedule, loaded.config.prediction);
@@ -79,7 +74,7 @@ fn main() {
                 bar.inc(passes(w) as u64)
             })?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
-            Ok((ev.evaluate(&x0, &y, args.seed)?, ms))
+            Ok((ev.evaluate(&x0, &y, args.seed as i64)?, ms))
         };
 
         let mut g_rows = Vec::new();

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
     #[arg(long, default_value_t = 0)]
-    seed: i64,
+    seed: u64,
 }
 
 const KEYS: [&str; 8] = [
@@ -66,6 +66,7 @@ struct Exhibit {
 fn main() {
     util::run(|| {
         let args = Args::parse();
+        let seed = args.seed as i64;
         if let Some(k) = args.only.iter().find(|k| !KEYS.contains(&k.as_str())) {
             bail!("unknown exhibit '{k}': choose from {}", KEYS.join(", "));
         }
@@ -92,7 +93,7 @@ fn main() {
         if wanted("ddim_grid") {
             // Correct: 20 trailing steps from t = T−1, the last one landing on ᾱ = 1.
             // Bug: "leading" steps 950, 900, …, 0 and a last step to ᾱ_0 instead of 1.
-            let (x, y) = noise(args.n, args.seed);
+            let (x, y) = noise(args.n, seed);
             let correct = pipe.sample(&ddim(20, 0.0), &x, Some(&y))?;
             let ts: Vec<i64> = (0..20).rev().map(|i| i * 50).collect();
             let bad = TimestepGrid::unchecked(&ts, s.steps, Some(0));
@@ -105,11 +106,11 @@ fn main() {
             });
         }
         if wanted("ddim_sigma") {
-            let (x, y) = noise(args.n, args.seed);
+            let (x, y) = noise(args.n, seed);
             let grid = ddim(50, 1.0).grid(s.steps)?;
-            tch::manual_seed(args.seed + 1);
+            tch::manual_seed(seed + 1);
             let correct = pipe.run(&ddim(50, 1.0), &grid, &x, Some(&y), &mut |_| {})?;
-            tch::manual_seed(args.seed + 1);
+            tch::manual_seed(seed + 1);
             let bug = DdimWithoutSigma { eta: 1.0 };
             let buggy = pipe.run(&bug, &grid, &x, Some(&y), &mut |_| {})?;
             exhibits.push(Exhibit {
@@ -122,7 +123,7 @@ fn main() {
         if wanted("w_convention") {
             // Intended: no guidance. The paper writes ε̃ = (1 + w′) ε_c − w′ ε_u with
             // w′ = 0 for that; plugging w′ = 0 into this book's ε_u + w (ε_c − ε_u) gives ε_u.
-            let (x, y) = noise(args.n, args.seed);
+            let (x, y) = noise(args.n, seed);
             let correct = guided_sample(pipe, &ddim(50, 0.0), 1.0, &x, &y)?;
             let buggy = guided_sample(pipe, &ddim(50, 0.0), 0.0, &x, &y)?;
             exhibits.push(Exhibit {
@@ -133,16 +134,16 @@ fn main() {
             });
         }
         if wanted("ddpm_clip") {
-            let (x, y) = noise(args.n_ddpm, args.seed);
+            let (x, y) = noise(args.n_ddpm, seed);
             let ddpm = |clip| Sampler::Ddpm {
                 variance: Variance::FixedSmall,
                 clip,
             };
             let bar = bar(2 * s.steps as u64, "DDPM, clipped and not")?;
-            tch::manual_seed(args.seed + 2);
+            tch::manual_seed(seed + 2);
             let grid = TimestepGrid::full(s.steps);
             let correct = pipe.run(&ddpm(true), &grid, &x, Some(&y), &mut |_| bar.inc(1))?;
-            tch::manual_seed(args.seed + 2);
+            tch::manual_seed(seed + 2);
             let buggy = pipe.run(&ddpm(false), &grid, &x, Some(&y), &mut |_| bar.inc(1))?;
             bar.finish_and_clear();
             exhibits.push(Exhibit {
@@ -160,7 +161,7 @@ fn main() {
             let like = &shipped.config;
             let steps = args.train_steps;
             let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
-            let (x, y) = noise(args.n, args.seed);
+            let (x, y) = noise(args.n, seed);
             let w3 = |model: &dyn NoisePredictor| {
                 guided_sample(pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
             };
@@ -235,8 +236,8 @@ fn main() {
             e.correct = e.correct.clamp(-1.0, 1.0);
             e.buggy = e.buggy.clamp(-1.0, 1.0);
             let y = labels(e.correct.size()[0]);
-            let a = ev.evaluate(&e.correct, &y, args.seed)?;
-            let b = ev.evaluate(&e.buggy, &y, args.seed)?;
+            let a = ev.evaluate(&e.correct, &y, seed)?;
+            let b = ev.evaluate(&e.buggy, &y, seed)?;
             let _ = writeln!(
                 table,
                 "| {} | {} (`{}`) | {:.3} → {:.3} | {:.1} → {:.1} | {} |",

@@ -9,45 +9,20 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use classifier_free::{Classes, Guided};
+use examples::{DeviceArgs, ModelArgs, SamplerArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
-use reverse::{Pipeline, Sampler, Spacing, StepRecord, Variance};
+use reverse::{Pipeline, Sampler, StepRecord};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-use training::Weights;
 
 #[derive(Parser)]
 #[command(about = "Draw samples from a checkpoint with DDPM or DDIM")]
 struct Args {
-    /// A checkpoint written by `train`.
-    #[arg(long, required_unless_present_any = ["pretrained", "diffusers"], conflicts_with_all = ["pretrained", "diffusers"])]
-    checkpoint: Option<PathBuf>,
-    /// A model that ships with the book (fashion-cfg).
-    #[arg(long, conflicts_with = "diffusers")]
-    pretrained: Option<String>,
-    /// A model saved by diffusers: a UNet2DModel folder (config.json and
-    /// diffusion_pytorch_model.safetensors) or a pipeline folder with unet/
-    /// and scheduler/.
-    #[arg(long)]
-    diffusers: Option<PathBuf>,
-    /// ddpm or ddim.
-    #[arg(long, default_value = "ddim")]
-    sampler: String,
-    /// DDIM steps S (1..=T); DDPM always takes T.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DDIM η ≥ 0 (0 = deterministic).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    eta: f64,
-    /// DDIM timestep spacing: leading, linspace or trailing.
-    #[arg(long, default_value = "trailing")]
-    spacing: String,
-    /// DDPM variance: small (β̃) or large (β).
-    #[arg(long, default_value = "small")]
-    variance: String,
-    /// Do not clip x̂_0 to [−1, 1].
-    #[arg(long)]
-    no_clip: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplerArgs,
     /// Number of images (without --class / --per-class: classes cycle 0, 1, …).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
     n: i64,
@@ -64,10 +39,7 @@ struct Args {
     #[arg(long)]
     per_class: Option<i64>,
     #[arg(long, default_value_t = 0)]
-    seed: i64,
-    /// Sample with the raw weights instead of the EMA.
-    #[arg(long)]
-    raw_weights: bool,
+    seed: u64,
     /// The image grid (PNG).
     #[arg(long, default_value = "out/samples.png")]
     out: PathBuf,
@@ -89,70 +61,18 @@ struct Args {
     /// Also write a trajectory figure: rows = samples, columns = steps of x_t, then of x̂_0.
     #[arg(long)]
     trajectory: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-}
-
-fn sampler(a: &Args) -> Result<Sampler> {
-    let clip = !a.no_clip;
-    Ok(match a.sampler.as_str() {
-        "ddpm" => Sampler::Ddpm {
-            variance: match a.variance.as_str() {
-                "small" => Variance::FixedSmall,
-                "large" => Variance::FixedLarge,
-                v => bail!("unknown --variance '{v}': use small or large"),
-            },
-            clip,
-        },
-        "ddim" => Sampler::Ddim {
-            steps: a.steps,
-            eta: a.eta,
-            spacing: a.spacing.parse::<Spacing>()?,
-            clip,
-        },
-        s => bail!("unknown --sampler '{s}': use ddpm or ddim"),
-    })
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() {
     util::run(|| {
         let args = Args::parse();
-        let device = util::parse_device(&args.device)?;
-        let sampler = sampler(&args)?;
-        let weights = if args.raw_weights {
-            Weights::Raw
-        } else {
-            Weights::Ema
-        };
-        let (loaded, source) = match (&args.pretrained, &args.checkpoint) {
-            _ if args.diffusers.is_some() => {
-                let dir = args.diffusers.as_ref().expect("checked");
-                if args.raw_weights {
-                    bail!("--raw-weights: a diffusers folder holds one set of weights");
-                }
-                (
-                    training::load_diffusers(dir, device)?,
-                    format!("diffusers:{}", dir.display()),
-                )
-            }
-            (Some(name), _) => {
-                if args.raw_weights {
-                    bail!("--raw-weights: pretrained models ship only their EMA weights");
-                }
-                (
-                    training::pretrained::model(name, device)?,
-                    format!("pretrained:{name}"),
-                )
-            }
-            (None, Some(path)) => (
-                training::load_model(path, weights, device)?,
-                path.display().to_string(),
-            ),
-            (None, None) => bail!("pass --pretrained NAME, --checkpoint FILE or --diffusers DIR"),
-        };
+        let device = args.device.device()?;
+        let sampler = args.sampling.sampler();
+        let model = args.model.load(device)?;
+        let (loaded, schedule, source) = (&model.loaded, &model.schedule, &model.source);
         let cfg = &loaded.config;
-        let schedule = loaded.schedule()?;
         let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
         let [c, h, w] = cfg.image_shape();
         let request = match (&args.class[..], args.per_class) {
@@ -182,7 +102,7 @@ fn main() {
         };
         let n = labels.as_ref().map_or(args.n, |l| l.size()[0]);
         let guided;
-        let model: &dyn NoisePredictor = if args.guidance != 1.0 {
+        let predictor: &dyn NoisePredictor = if args.guidance != 1.0 {
             guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?;
             if let Some(w) = classifier_free::dropout_warning(cfg.p_uncond, args.guidance) {
                 eprintln!("{w}");
@@ -192,7 +112,7 @@ fn main() {
             &*loaded.model
         };
 
-        tch::manual_seed(args.seed);
+        tch::manual_seed(args.seed as i64);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
         if want_trace && n > args.batch_size {
@@ -206,9 +126,9 @@ fn main() {
         bar.set_style(ProgressStyle::with_template(
             "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",
         )?);
-        bar.set_message(format!("{} ", args.sampler));
+        bar.set_message(sampler_name(&sampler, grid.len()));
         let mut records: Vec<StepRecord> = Vec::new();
-        let pipe = Pipeline::new(model, &schedule, cfg.prediction);
+        let pipe = Pipeline::new(predictor, schedule, cfg.prediction);
         let mut parts = Vec::new();
         for (i, x) in chunks.iter().enumerate() {
             let y = labels
@@ -224,10 +144,7 @@ fn main() {
         let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();
 
-        let of = match args.diffusers {
-            Some(_) => format!("the weights of {source}"),
-            None => format!("step {} {weights:?} weights of {source}", loaded.step),
-        };
+        let of = model.describe();
         let what = format!(
             "{n} samples, {sampler:?}, guidance w = {}, {of}",
             args.guidance
@@ -264,7 +181,7 @@ fn main() {
             println!("wrote {}", path.display());
         }
         if let Some(path) = &args.trace {
-            reverse::trace::save(path, &records, &schedule, &sampler, cfg.prediction)?;
+            reverse::trace::save(path, &records, schedule, &sampler, cfg.prediction)?;
             println!("wrote {} ({} steps)", path.display(), records.len());
         }
         if let Some(path) = &args.trajectory {

@@ -35,7 +35,7 @@ fn main() {
                 num_classes: Some(10),
                 full_res_skip: false,
             }),
-            schedule: "linear".into(),
+            schedule: forward::ScheduleKind::Linear,
             timesteps: 1000,
             prediction: Prediction::Epsilon,
             loss_weighting: Default::default(),

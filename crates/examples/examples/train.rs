@@ -6,7 +6,8 @@
 //! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use forward::Prediction;
+use examples::DeviceArgs;
+use forward::{Prediction, ScheduleKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::{ModelConfig, SeedUNetConfig, UNetConfig};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,18 @@ use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
 use training::{LossWeighting, LrSchedule, TrainConfig, TrainError, Trainer};
 use util::plot::{line_panels, Series};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Model {
+    Seed,
+    Unet,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LrDecay {
+    Constant,
+    Cosine,
+}
 
 #[derive(Parser)]
 #[command(about = "Train a diffusion model on Fashion-MNIST, MNIST, CIFAR-10 or synthetic shapes")]
@@ -27,8 +40,8 @@ struct Args {
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
     /// seed (SeedUNet) or unet (UNet, diffusers' UNet2DModel layout).
-    #[arg(long, default_value = "unet")]
-    model: String,
+    #[arg(long, value_enum, default_value_t = Model::Unet)]
+    model: Model,
     /// SeedUNet: base width C.
     #[arg(long, default_value_t = 64)]
     channels: i64,
@@ -85,8 +98,8 @@ struct Args {
     warmup: i64,
     /// Learning rate after warm-up: constant, or cosine (down to
     /// --final-lr-fraction × lr at --steps).
-    #[arg(long, default_value = "constant")]
-    lr_decay: String,
+    #[arg(long, value_enum, default_value_t = LrDecay::Constant)]
+    lr_decay: LrDecay,
     #[arg(long, default_value_t = 0.1)]
     final_lr_fraction: f64,
     /// uniform (L_simple) or min-snr-GAMMA (e.g. min-snr-5).
@@ -102,7 +115,7 @@ struct Args {
     prediction: Prediction,
     /// linear, scaled_linear or cosine.
     #[arg(long, default_value = "linear")]
-    schedule: String,
+    schedule: ScheduleKind,
     /// Number of diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
@@ -113,9 +126,8 @@ struct Args {
     /// Images in the final sample grid (0 = skip sampling).
     #[arg(long, default_value_t = 20)]
     samples: i64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 impl Args {
@@ -137,22 +149,21 @@ impl Args {
 
     fn config(&self, num_classes: i64, (channels, _side): (i64, i64)) -> Result<TrainConfig> {
         let classes = (!self.unconditional).then_some(num_classes);
-        let model = match self.model.as_str() {
-            "seed" => ModelConfig::Seed(SeedUNetConfig {
+        let model = match self.model {
+            Model::Seed => ModelConfig::Seed(SeedUNetConfig {
                 in_channels: channels,
                 channels: self.channels,
                 num_classes: classes,
                 full_res_skip: self.full_res_skip,
             }),
-            "unet" if self.full_res_skip => {
+            Model::Unet if self.full_res_skip => {
                 bail!("--full-res-skip is a SeedUNet option (the UNet has full-resolution blocks)")
             }
-            "unet" => ModelConfig::Unet(self.unet(channels, classes)?),
-            m => bail!("unknown model '{m}': use seed or unet"),
+            Model::Unet => ModelConfig::Unet(self.unet(channels, classes)?),
         };
         Ok(TrainConfig {
             model,
-            schedule: self.schedule.clone(),
+            schedule: self.schedule,
             timesteps: self.timesteps,
             prediction: self.prediction,
             loss_weighting: self.loss_weighting,
@@ -162,13 +173,12 @@ impl Args {
                 ..Default::default()
             },
             warmup: self.warmup,
-            lr_schedule: match self.lr_decay.as_str() {
-                "constant" => LrSchedule::Constant,
-                "cosine" => LrSchedule::Cosine {
+            lr_schedule: match self.lr_decay {
+                LrDecay::Constant => LrSchedule::Constant,
+                LrDecay::Cosine => LrSchedule::Cosine {
                     total_steps: self.steps,
                     final_fraction: self.final_lr_fraction,
                 },
-                d => bail!("--lr-decay {d}: use constant or cosine"),
             },
             grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
             ema_decay: self.ema_decay,
@@ -240,7 +250,7 @@ fn main() {
     util::run(|| {
         let args = Args::parse();
         args.validate()?;
-        let device = util::parse_device(&args.device)?;
+        let device = args.device.device()?;
         let rot = Rotation {
             dir: args.out.clone(),
             keep: args.keep,
@@ -281,7 +291,7 @@ fn main() {
             .sum();
         println!(
             "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {} | batch {} | device {device:?}",
-            args.dataset, data.len(), args.model, params as f64 / 1e6, cfg.timesteps, cfg.schedule, cfg.batch_size
+            args.dataset, data.len(), match cfg.model { ModelConfig::Seed(_) => "seed", ModelConfig::Unet(_) => "unet" }, params as f64 / 1e6, cfg.timesteps, cfg.schedule, cfg.batch_size
         );
 
         let images = data.images.to_device(device);
