@@ -1,598 +1,345 @@
 #!/usr/bin/env python3
-"""Keeps the "math <-> code" appendix true.
+"""Keeps the "math <-> code" appendix true by asking the tools, not imitating them.
 
-Usage: python3 scripts/check-math-map.py [PATH_TO_MD]
-       (default: book/appendix-math-code.md)
+    python3 scripts/check-math-map.py [--write] [--book DIR] [--list FILE] [TABLE]
 
-The appendix is one Markdown table with the columns Equation, Where in the
-book, Code and Test. For every row this script checks that
+TABLE (default book/appendix-math-code.md) holds one Markdown table with the
+columns Equation | Where in the book | Code | Test. For every row:
 
-  (a) every link in the "Where in the book" and "Code" columns points to a
-      chapter file that exists (relative to the page) and, if it has a
-      #fragment, to a heading id of that chapter, computed the way mdBook
-      computes it (duplicates get -1, -2, ...);
-  (b) every `crate::path::name` in the Code column exists in
-      crates/<crate>/src: a `fn`, `struct`, `enum`, `trait`, `type`, `const`
-      or enum variant `name`; a `Type::method` must be a `fn method` inside an
-      `impl ... Type` block; `crate::module::name` must live in that module's
-      file. Each code path must be linked, and the linked section must show a
-      listing ({{#include ...}}) whose lines contain the definition;
-  (c) every `crates/<crate>/{tests,src}/<file>.rs::test_name` in the Test
-      column names a file that exists and contains `fn test_name(` with a
-      #[test] attribute a few lines above it.
+  * Links. Each [..](chapter.md#id) must name a page and an id of the built
+    book: the book is built with `mdbook build` into a temporary folder (or
+    read from --book DIR) and the ids inside each page's <main> are collected
+    with html.parser. A Code path's link must lead to a section (its heading up
+    to the next heading of the same level) with a listing (<pre>) that shows
+    the item's definition (`fn name`, `struct name`, ...).
+  * Rust paths. Every `crate::path` of the Code column is named in RUST_FILE,
+    which this script generates (--write) and rustfmt formats; compiling it,
+    as `cargo test --workspace` does, is what proves each path exists. Without
+    --write the script fails if RUST_FILE is not what the table generates.
+  * Tests. Each `crates/<dir>/{src,tests}/<file>.rs::name` must be listed by
+    `cargo test --workspace --tests -- --list` under that file's test binary
+    (--list FILE reads that command's saved output, stderr and stdout in one).
 
-It prints one `error: ...` line per problem and exits 1 if there is any (or
-if the table has fewer than MIN_ROWS rows, so that deleting the table cannot
-make it pass). Python 3 standard library only.
+Prints one `error:` line per problem and exits 1 if there is any.
 """
+import argparse
+import html.parser
 import os
+import posixpath
 import re
+import subprocess
 import sys
+import tempfile
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MD = os.path.join(ROOT, "book", "appendix-math-code.md")
-MIN_ROWS = 12
+BOOK_SRC = os.path.join(ROOT, "book")
+DEFAULT_TABLE = os.path.join(BOOK_SRC, "appendix-math-code.md")
+RUST_FILE = "crates/examples/tests/math_map.rs"
 COLUMNS = ("equation", "where in the book", "code", "test")
-# How many lines above `fn name(` a #[test] may sit (doc comments, #[ignore], ...).
-TEST_ATTR_WINDOW = 6
+MIN_ROWS = 12  # so that deleting the table cannot make the check pass
+LIST_CMD = ["cargo", "test", "--workspace", "--tests", "--", "--list"]
+CARGO_BIN = os.path.join(os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo")), "bin")
+os.environ["PATH"] = CARGO_BIN + os.pathsep + os.environ["PATH"]  # mdbook, cargo, rustfmt, as lib.sh does
 
-errors = []
-
-
-def error(msg):
-    if msg not in errors:
-        errors.append(msg)
-
-
-def rel(path):
-    r = os.path.relpath(path, ROOT)
-    return path if r.startswith("..") else r
+LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+CODE = re.compile(r"`([^`]+)`")
+RUST_PATH = re.compile(r"[A-Za-z_]\w*(::[A-Za-z_]\w*)+")
+TEST = re.compile(r"crates/([^/\s]+)/((?:src|tests)/[^\s:]+\.rs)::([A-Za-z_]\w*)")
+RUNNING = re.compile(r"^\s*Running (?:unittests )?(.+?) \((.+)\)\s*$")
 
 
-# --------------------------------------------------------------------------
-# mdBook heading ids
-# --------------------------------------------------------------------------
-
-GREEK = {
-    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ϵ",
-    "varepsilon": "ε", "zeta": "ζ", "eta": "η", "theta": "θ", "vartheta": "ϑ",
-    "iota": "ι", "kappa": "κ", "lambda": "λ", "mu": "μ", "nu": "ν", "xi": "ξ",
-    "pi": "π", "rho": "ρ", "sigma": "σ", "tau": "τ", "upsilon": "υ",
-    "phi": "ϕ", "varphi": "φ", "chi": "χ", "psi": "ψ", "omega": "ω",
-    "Gamma": "Γ", "Delta": "Δ", "Theta": "Θ", "Lambda": "Λ", "Xi": "Ξ",
-    "Pi": "Π", "Sigma": "Σ", "Phi": "Φ", "Psi": "Ψ", "Omega": "Ω",
-}
+def run(cmd, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    try:
+        return subprocess.run(cmd, cwd=ROOT, text=True, **kw)
+    except FileNotFoundError:
+        sys.exit("error: %s not found: run scripts/setup.sh" % cmd[0])
 
 
-def math_text(tex):
-    """Approximates the text KaTeX renders for inline math, which is what
-    mdBook sees in a heading: Greek commands become letters, \\bar adds the
-    modifier macron 'ˉ', other commands, braces, ^, _, '-' and spaces vanish."""
-    out = []
-    i = 0
-    while i < len(tex):
-        c = tex[i]
-        if c == "\\":
-            m = re.match(r"\\([A-Za-z]+)", tex[i:])
-            if not m:  # \{ \, \; ...
-                i += 2
-                continue
-            name = m.group(1)
-            i += len(m.group(0))
-            if name in GREEK:
-                out.append(GREEK[name])
-            elif name in ("bar", "overline"):
-                # \bar X and \bar{X}: the argument, then the macron
-                rest = tex[i:].lstrip()
-                i = len(tex) - len(rest)
-                if rest.startswith("{"):
-                    depth, j = 0, 0
-                    for j, ch in enumerate(rest):
-                        depth += ch == "{"
-                        depth -= ch == "}"
-                        if depth == 0:
-                            break
-                    out.append(math_text(rest[1:j]))
-                    i += j + 1
-                elif rest.startswith("\\"):
-                    m2 = re.match(r"\\[A-Za-z]+", rest)
-                    out.append(math_text(m2.group(0)))
-                    i += len(m2.group(0))
-                elif rest:
-                    out.append(rest[0])
-                    i += 1
-                out.append("ˉ")
-            continue
-        if c not in "{}^_- \t":
-            out.append(c)
-        i += 1
-    return "".join(out)
+# ---------------------------------------------------------------- the table
 
-
-def heading_text(md):
-    """The plain text of a heading's Markdown, roughly as mdBook sees it."""
-    # inline math first ($$…$$ or $…$), so that '_' inside it is not text
-    md = re.sub(r"\$\$(.+?)\$\$|\$(.+?)\$",
-                lambda m: math_text(m.group(1) or m.group(2)), md)
-    md = re.sub(r"`+([^`]*)`+", r"\1", md)                 # inline code
-    md = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", md)      # links, images
-    md = re.sub(r"!?\[([^\]]*)\]\[[^\]]*\]", r"\1", md)     # reference links
-    md = re.sub(r"<[^>]+>", "", md)                         # inline HTML
-    md = re.sub(r"(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])", "", md)  # _emphasis_
-    return md
-
-
-def normalize_id(text):
-    """mdBook's normalize_id: keep alphanumerics, '_' and '-', whitespace
-    becomes '-', everything else is dropped; lowercase."""
-    out = []
-    for ch in text:
-        if ch.isalnum() or ch in "_-":
-            out.append(ch.lower())
-        elif ch.isspace():
-            out.append("-")
-    return "".join(out)
-
-
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-
-
-def headings(path):
-    """[(level, id, line_index)] for every heading of a chapter, in order."""
-    lines = read(path).splitlines()
-    found = []
-    seen = {}
-    fence = None
-    for n, line in enumerate(lines):
-        m = FENCE.match(line)
-        if m:
-            if fence is None:
-                fence = m.group(1)
-            elif m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                fence = None
-            continue
-        if fence is not None:
-            continue
-        level, text = None, None
-        m = re.match(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$", line)
-        if m:
-            level, text = len(m.group(1)), (m.group(2) or "")
-            text = re.sub(r"[ \t]+#+$", "", text)   # closing hashes
-        elif (n > 0 and lines[n - 1].strip() and not lines[n - 1].startswith(("#", "|", ">", "-", "*", "```"))
-              and re.match(r"^ {0,3}(=+|-+)[ \t]*$", line)):
-            # setext heading: the previous line, underlined
-            level = 1 if line.strip()[0] == "=" else 2
-            text = lines[n - 1].strip()
-            n -= 1
-        if level is None:
-            continue
-        custom = re.search(r"\{#([^}\s]+)[^}]*\}\s*$", text)
-        if custom:
-            hid = custom.group(1)
-        else:
-            base = normalize_id(heading_text(text).strip())
-            count = seen.get(base, 0)
-            hid = base if count == 0 else "%s-%d" % (base, count)
-            seen[base] = count + 1
-        found.append((level, hid, n))
-    return found
-
-
-# --------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------
-
-_cache = {}
-
-
-def read(path):
-    if path not in _cache:
-        with open(path, encoding="utf-8") as f:
-            _cache[path] = f.read()
-    return _cache[path]
-
-
-def crate_dir(name):
-    """crates/<dir> for a crate name: classifier_free -> crates/classifier-free."""
-    for cand in (name.replace("_", "-"), name):
-        d = os.path.join(ROOT, "crates", cand)
-        if os.path.isfile(os.path.join(d, "Cargo.toml")):
-            return d
-    return None
-
-
-def rust_files(d):
-    out = []
-    for base, dirs, files in os.walk(d):
-        dirs.sort()
-        out += [os.path.join(base, f) for f in sorted(files) if f.endswith(".rs")]
-    return out
-
-
-# --------------------------------------------------------------------------
-# Rust: blanking strings/comments, impl blocks, definitions
-# --------------------------------------------------------------------------
-
-
-def blank_strings_and_comments(src):
-    """The source with string/char literals and comments replaced by spaces
-    (newlines kept), so that braces can be counted and names searched."""
-    out = list(src)
-    i, n = 0, len(src)
-
-    def blank(a, b):
-        for k in range(a, min(b, n)):
-            if out[k] != "\n":
-                out[k] = " "
-
-    while i < n:
-        c = src[i]
-        if src.startswith("//", i):
-            j = src.find("\n", i)
-            j = n if j < 0 else j
-            blank(i, j)
-            i = j
-        elif src.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if src.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif src.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            blank(i, j)
-            i = j
-        elif c in "br" and (i == 0 or not (src[i - 1].isalnum() or src[i - 1] == "_")) \
-                and re.match(r'b?r#*"', src[i:i + 300]):
-            m = re.match(r'b?r(#*)"', src[i:])  # raw string r"…", r#"…"#
-            end = src.find('"' + m.group(1), i + len(m.group(0)))
-            j = n if end < 0 else end + 1 + len(m.group(1))
-            blank(i, j)
-            i = j
-        elif c == '"':
-            j = i + 1
-            while j < n and src[j] != '"':
-                j += 2 if src[j] == "\\" else 1
-            blank(i, j + 1)
-            i = j + 1
-        elif c == "'":
-            m = re.match(r"'(\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|.)|[^\\'])'", src[i:])
-            if m:  # a char literal; otherwise a lifetime
-                blank(i, i + len(m.group(0)))
-                i += len(m.group(0))
-            else:
-                i += 1
-        else:
-            i += 1
-    return "".join(out)
-
-
-def block_end(code, open_brace):
-    """Index just past the brace matching code[open_brace] == '{'."""
-    depth = 0
-    for k in range(open_brace, len(code)):
-        if code[k] == "{":
-            depth += 1
-        elif code[k] == "}":
-            depth -= 1
-            if depth == 0:
-                return k + 1
-    return len(code)
-
-
-def item_defined(code, name):
-    return re.search(r"\b(fn|struct|enum|trait|type|const|static|union|mod)\s+%s\b" % re.escape(name), code)
-
-
-def method_defined(code, type_name, method):
-    """`fn method` inside some `impl<...> [Trait for] Type<...> {...}`."""
-    for m in re.finditer(r"\bimpl\b[^{;]*?\b%s\b[^{;]*\{" % re.escape(type_name), code):
-        header = m.group(0)
-        # `impl Type for Other` implements for Other: the name must be the self type.
-        if re.search(r"\bfor\b", header) and not re.search(r"\bfor\s+(?:[\w:]+::)?%s\b" % re.escape(type_name), header):
-            continue
-        body = code[m.end() - 1:block_end(code, m.end() - 1)]
-        if re.search(r"\bfn\s+%s\b" % re.escape(method), body):
-            return True
-    return False
-
-
-def variant_defined(code, enum_name, variant):
-    for m in re.finditer(r"\benum\s+%s\b[^{]*\{" % re.escape(enum_name), code):
-        body = code[m.end() - 1:block_end(code, m.end() - 1)]
-        if re.search(r"(^|[{,\s])%s\s*[,({}]" % re.escape(variant), body):
-            return True
-    return False
-
-
-def module_files(src_dir, files, module_path):
-    """The files of `a::b` under src_dir: src/a/b.rs, src/a/b/mod.rs, or, for
-    inline modules, the parent file. None if there is no such module."""
-    base = src_dir
-    parents = [os.path.join(src_dir, "lib.rs")]
-    for mod in module_path:
-        cands = [os.path.join(base, mod + ".rs"), os.path.join(base, mod, "mod.rs")]
-        hit = [c for c in cands if os.path.isfile(c)]
-        if hit:
-            parents = hit
-            base = os.path.join(base, mod)
-            continue
-        inline = [p for p in parents if os.path.isfile(p)
-                  and re.search(r"\bmod\s+%s\s*\{" % re.escape(mod), blank_strings_and_comments(read(p)))]
-        if not inline:
-            return None
-        parents = inline
-        base = os.path.join(base, mod)
-    # a directory module also owns the files below it
-    extra = [f for f in files if f.startswith(base + os.sep)]
-    return sorted(set(parents + extra))
-
-
-def check_code_path(path, where):
-    """Returns (files, name) where the item was found, or None after an error."""
-    parts = path.split("::")
-    if len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
-        error("%s: `%s` is not a crate::path::name" % (where, path))
-        return None
-    d = crate_dir(parts[0])
-    if d is None:
-        error("%s: `%s`: there is no crate %s (crates/%s/Cargo.toml)" % (where, path, parts[0], parts[0].replace("_", "-")))
-        return None
-    src_dir = os.path.join(d, "src")
-    files = rust_files(src_dir)
-    # split into modules (lowercase) and the item chain (Type, Type::method, Enum::Variant)
-    mods, rest = [], parts[1:]
-    while len(rest) > 1 and not rest[0][0].isupper():
-        mods.append(rest.pop(0))
-    scope = files if not mods else module_files(src_dir, files, mods)
-    if scope is None:
-        error("%s: `%s`: no module %s in %s" % (where, path, "::".join(mods), rel(src_dir)))
-        return None
-    codes = {f: blank_strings_and_comments(read(f)) for f in scope}
-    name = rest[-1]
-    if len(rest) == 1:
-        hits = [f for f, c in codes.items() if item_defined(c, name)]
-        what = "a fn/struct/enum/trait/const `%s`" % name
-    elif len(rest) == 2:
-        owner, member = rest
-        if not any(re.search(r"\b(struct|enum|trait|type|union)\s+%s\b" % re.escape(owner), c) for c in codes.values()):
-            error("%s: `%s`: no type %s in %s" % (where, path, owner, ", ".join(rel(f) for f in scope)))
-            return None
-        hits = [f for f, c in codes.items()
-                if method_defined(c, owner, member) or variant_defined(c, owner, member)
-                or re.search(r"\btrait\s+%s\b[^{]*\{" % re.escape(owner), c) and re.search(r"\bfn\s+%s\b" % re.escape(member), c)]
-        what = "a method `fn %s` in an `impl %s` block (or a variant %s::%s)" % (member, owner, owner, member)
-    else:
-        error("%s: `%s`: too many levels after the modules" % (where, path))
-        return None
-    if not hits:
-        error("%s: `%s`: %s not found in %s" % (where, path, what, ", ".join(rel(f) for f in scope) or rel(src_dir)))
-        return None
-    return hits, name
-
-
-# --------------------------------------------------------------------------
-# Links and listings
-# --------------------------------------------------------------------------
-
-
-def section_lines(chapter, fragment):
-    """Lines of the chapter section that starts at heading #fragment (up to the
-    next heading of the same or a higher level); the whole chapter if no
-    fragment. None if the fragment is not a heading id."""
-    lines = read(chapter).splitlines()
-    if not fragment:
-        return lines
-    hs = headings(chapter)
-    for k, (level, hid, n) in enumerate(hs):
-        if hid == fragment:
-            end = len(lines)
-            for level2, _, n2 in hs[k + 1:]:
-                if level2 <= level:
-                    end = n2
-                    break
-            return lines[n:end]
-    return None
-
-
-def check_link(target, md_dir, where):
-    """Checks chapter.md#fragment; returns the section's lines or None."""
-    if re.match(r"^[a-z]+://", target) or target.startswith("mailto:"):
-        error("%s: link %s is not a chapter of the book" % (where, target))
-        return None
-    file_part, _, fragment = target.partition("#")
-    if not file_part.endswith(".md"):
-        error("%s: link %s must point to a chapter file (*.md)" % (where, target))
-        return None
-    chapter = os.path.normpath(os.path.join(md_dir, file_part))
-    if not os.path.isfile(chapter):
-        error("%s: link %s: chapter file %s does not exist" % (where, target, rel(chapter)))
-        return None
-    lines = section_lines(chapter, fragment)
-    if lines is None:
-        ids = ", ".join(h[1] for h in headings(chapter))
-        error("%s: link %s: %s has no heading with id '%s' (its ids: %s)" % (where, target, rel(chapter), fragment, ids))
-    return lines
-
-
-INCLUDE = re.compile(r"\{\{#(?:include|rustdoc_include)\s+([^}\s]+)\s*\}\}")
-
-
-def listing_text(chapter, spec):
-    """The lines an {{#include path[:anchor|:a:b]}} shows, or None."""
-    m = re.match(r"^(.*?\.rs)(?::(.*))?$", spec)
-    if not m:
-        return None
-    path = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(chapter)), m.group(1)))
-    if not os.path.isfile(path):
-        return None
-    lines = read(path).splitlines()
-    sel = m.group(2)
-    if not sel:
-        return "\n".join(lines)
-    if re.fullmatch(r"\d*(:\d*)?", sel):
-        a, _, b = sel.partition(":")
-        start = int(a) - 1 if a else 0
-        end = int(b) if b else (start + 1 if not _ else len(lines))
-        return "\n".join(lines[start:end])
-    out, inside = [], False
-    for line in lines:
-        if re.search(r"ANCHOR_END:\s*%s\b" % re.escape(sel), line):
-            inside = False
-        elif re.search(r"ANCHOR:\s*%s\b" % re.escape(sel), line):
-            inside = True
-        elif inside:
-            out.append(line)
-    return "\n".join(out) if out else None
-
-
-def shows_listing(section, chapter, name):
-    for line in section:
-        for spec in INCLUDE.findall(line):
-            text = listing_text(chapter, spec)
-            if text and re.search(r"\b(fn|struct|enum|trait|type|const)\s+%s\b" % re.escape(name), text):
-                return True
-    return False
-
-
-# --------------------------------------------------------------------------
-# The table
-# --------------------------------------------------------------------------
-
-
-def split_row(line):
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|") and not line.endswith("\\|"):
-        line = line[:-1]
-    cells, cur, in_code = [], [], False
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if c == "\\" and i + 1 < len(line) and line[i + 1] == "|":
-            cur.append("|")
-            i += 2
-            continue
-        if c == "`":
-            in_code = not in_code
-        if c == "|" and not in_code:
-            cells.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    cells.append("".join(cur).strip())
-    return cells
-
-
-def parse_table(text):
-    """(column index by name, [(line number, cells)]) of the first table whose
-    header has the four columns."""
+def read_table(text, errors):
+    """[(line number, {column: cell})] of the first table with the four columns."""
     lines = text.splitlines()
     for n, line in enumerate(lines):
-        if not line.lstrip().startswith("|"):
+        header = [c.strip().lower() for c in split_row(line)] if line.lstrip().startswith("|") else []
+        if sorted(header) != sorted(COLUMNS):
             continue
-        header = [c.lower() for c in split_row(line)]
-        if not all(col in header for col in COLUMNS):
-            continue
-        if n + 1 >= len(lines) or not re.fullmatch(r"\|?(\s*:?-{3,}:?\s*\|)*\s*:?-{3,}:?\s*\|?", lines[n + 1].strip()):
-            error("line %d: the table header is not followed by a |---| separator" % (n + 1))
-            return None, []
         rows = []
         for k in range(n + 2, len(lines)):
             if not lines[k].lstrip().startswith("|"):
                 break
-            rows.append((k + 1, split_row(lines[k])))
-        return {col: header.index(col) for col in COLUMNS}, rows
-    return None, []
+            cells = split_row(lines[k])
+            if len(cells) != len(header):
+                errors.append("line %d: %d cells, expected %d" % (k + 1, len(cells), len(header)))
+            else:
+                rows.append((k + 1, dict(zip(header, cells))))
+        return rows
+    errors.append("no table with the columns " + " | ".join(COLUMNS))
+    return []
 
 
-LINK = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)\)")
-CODE = re.compile(r"`([^`]+)`")
+def split_row(line):
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+# ---------------------------------------------------------------- the built book
+
+class Page(html.parser.HTMLParser):
+    """The ids inside <main>, and its headings and listings in order."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.ids, self.events, self.main, self.pre = set(), [], 0, 0
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.main += tag == "main"
+        if not self.main:
+            return
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if re.fullmatch(r"h[1-6]", tag):
+            self.events.append(["h", int(tag[1]), a.get("id")])
+        elif tag == "pre":
+            self.pre += 1
+            self.events.append(["pre", ""])
+
+    def handle_endtag(self, tag):
+        if tag == "main" and self.main:
+            self.main -= 1
+        elif tag == "pre" and self.pre:
+            self.pre -= 1
+
+    def handle_data(self, data):
+        if self.pre:
+            self.events[-1][1] += data
+
+    def listings(self, anchor):
+        """The <pre> texts of the section that starts at heading #anchor (the
+        whole page without an anchor); None if no heading has that id."""
+        start, level = (0, 0) if not anchor else next(
+            ((k, e[1]) for k, e in enumerate(self.events) if e[0] == "h" and e[2] == anchor), (None, 0))
+        if start is None:
+            return None
+        out = []
+        for e in self.events[start + 1 if anchor else 0:]:
+            if e[0] == "h" and e[1] <= level:
+                break
+            if e[0] == "pre":
+                out.append(e[1])
+        return out
+
+
+class Book:
+    def __init__(self, html_dir, table):
+        self.dir, self.pages = html_dir, {}
+        inside = os.path.relpath(os.path.dirname(table), BOOK_SRC)
+        self.base = "" if inside.startswith("..") else inside  # the table's folder in the book
+
+    def page(self, md):
+        """The Page that chapter md (relative to the table) became, or None."""
+        rel = posixpath.normpath(posixpath.join(self.base, md))[:-len(".md")] + ".html"
+        if rel not in self.pages:
+            path = os.path.join(self.dir, rel)
+            self.pages[rel] = Page(open(path, encoding="utf-8").read()) if os.path.isfile(path) else None
+        return self.pages[rel]
+
+    def check_link(self, target, where, errors):
+        """Checks chapter.md[#id]; returns (Page, id) or None."""
+        md, _, anchor = target.partition("#")
+        if not md.endswith(".md") or "://" in md:
+            errors.append("%s: link %s is not a chapter of the book (chapter.md#id)" % (where, target))
+            return None
+        page = self.page(md)
+        if page is None:
+            errors.append("%s: link %s: the built book has no page for %s (is it in SUMMARY.md?)"
+                          % (where, target, md))
+            return None
+        if anchor and anchor not in page.ids:
+            headings = ", ".join(e[2] for e in page.events if e[0] == "h" and e[2])
+            errors.append("%s: link %s: the built %s has no id '%s' (its headings: %s)"
+                          % (where, target, md, anchor, headings))
+            return None
+        return page, anchor
+
+
+def build_book(tmp):
+    out = os.path.join(tmp, "book")
+    r = run(["mdbook", "build", "-d", out])
+    if r.returncode != 0:
+        sys.exit(r.stdout + r.stderr + "error: mdbook build failed")
+    return out
+
+
+# ---------------------------------------------------------------- the crates
+
+def workspace():
+    """(edition, {crate folder under crates/: the library's Rust name})."""
+    with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
+        ws = tomllib.load(f)["workspace"]
+    libs = {}
+    for member in ws["members"]:
+        with open(os.path.join(ROOT, member, "Cargo.toml"), "rb") as f:
+            toml = tomllib.load(f)
+        name = toml.get("lib", {}).get("name", toml["package"]["name"].replace("-", "_"))
+        libs[posixpath.basename(member)] = name
+    return ws["package"]["edition"], libs
+
+
+def rust_file(paths, libs, edition):
+    """RUST_FILE's text: `use path as _;` for an item, `let _ = path;` for a
+    `Type::member`, which `use` cannot name."""
+    src = ["// @generated by `python3 scripts/check-math-map.py --write` from the table in",
+           "// book/appendix-math-code.md: do not edit. Compiling this file is the check that every",
+           "// Rust path in the table's Code column exists. The workspace crates are glob-imported so",
+           "// that `Type::method` also finds trait methods.",
+           "#![allow(unused_imports)]", "", "#[test]", "fn every_rust_path_in_the_math_map_exists() {"]
+    src += ["    use ::%s::*;" % lib for name, lib in sorted(libs.items()) if name != "examples"] + [""]
+    members = {p for p in paths if len(p.split("::")) > 2 and p.split("::")[-2][0].isupper()}
+    src += ["    use ::%s as _;" % p for p in sorted(set(paths) - members)] + [""]
+    src += ["    let _ = ::%s;" % p for p in sorted(members)]
+    r = run(["rustfmt", "--edition", edition, "--emit", "stdout"], input="\n".join(src + ["}"]) + "\n")
+    if r.returncode != 0:
+        sys.exit(r.stderr + "error: rustfmt failed on the generated %s" % RUST_FILE)
+    return r.stdout
+
+
+def test_binaries(text):
+    """[(source as cargo prints it, binary name without its hash, {test names})]."""
+    out = []
+    for line in text.splitlines():
+        m = RUNNING.match(line)
+        if m:
+            out.append((m.group(1), os.path.basename(m.group(2)).rsplit("-", 1)[0], set()))
+        elif line.lstrip().startswith("Doc-tests"):
+            out.append(("doc-tests", "", set()))
+        elif out and line.endswith(": test"):
+            out[-1][2].add(line[:-len(": test")])
+    return out
+
+
+def check_test(crate, file, name, where, binaries, libs, errors):
+    """Unit tests anywhere in src/ run in the library's binary, which cargo
+    prints as `src/lib.rs` and names after the library; tests/x.rs runs in its
+    own, but that name can repeat across crates."""
+    if crate not in libs:
+        errors.append("%s: `crates/%s`: no such workspace crate" % (where, crate))
+        return
+    if file.startswith("src/"):
+        hits = [b for b in binaries if b[0] == "src/lib.rs" and b[1] == libs[crate]]
+    else:
+        hits = [b for b in binaries if b[0] == file]
+    label, cmd = "crates/%s/%s" % (crate, file), " ".join(LIST_CMD)
+    if not hits:
+        errors.append("%s: `%s::%s`: no test binary for %s in `%s`" % (where, label, name, label, cmd))
+    elif len(hits) > 1:
+        errors.append("%s: `%s::%s`: %d test binaries run %s (one per crate); the list cannot tell them apart: "
+                      "rename one" % (where, label, name, len(hits), file))
+    elif not any(t == name or t.endswith("::" + name) for t in hits[0][2]):
+        errors.append("%s: `%s::%s`: no test %s in the %s test binary of `%s` (renamed, or lost its #[test]?)"
+                      % (where, label, name, name, label, cmd))
+
+
+# ---------------------------------------------------------------- main
+
+def check_row(where, row, book, binaries, libs, errors):
+    """Checks one row; returns its Rust paths and tests."""
+    if not re.search(r"\$[^$]+\$", row["equation"]):
+        errors.append("%s: the Equation cell has no $...$ formula" % where)
+    if re.search(r"\\tilde\b", row["equation"]):
+        errors.append("%s: use \\widetilde, not \\tilde, in the Equation cell" % where)
+
+    places = LINK.findall(row["where in the book"])
+    if not places:
+        errors.append("%s: the 'Where in the book' cell has no [chapter](file.md#id) link" % where)
+    for _, target in places:
+        book.check_link(target, where, errors)
+
+    links = {p: target for label, target in LINK.findall(row["code"]) for p in CODE.findall(label)}
+    paths = [p for p in CODE.findall(row["code"]) if "::" in p]
+    if not paths:
+        errors.append("%s: the Code cell has no `crate::path`" % where)
+    for p in paths:
+        if not RUST_PATH.fullmatch(p):
+            errors.append("%s: `%s` is not a Rust path" % (where, p))
+            continue
+        if p not in links:
+            errors.append("%s: `%s` is not linked to the book section that shows it" % (where, p))
+            continue
+        found = book.check_link(links[p], where, errors)
+        name = p.rsplit("::", 1)[1]
+        definition = re.compile(r"\b(fn|struct|enum|trait|type|const|static|mod)\s+%s\b" % name)
+        if found and not any(definition.search(t) for t in found[0].listings(found[1]) or []):
+            errors.append("%s: `%s` is linked to %s, but no listing there shows `fn %s` (or struct, enum, ...)"
+                          % (where, p, links[p], name))
+
+    tests = CODE.findall(row["test"])
+    if not tests:
+        errors.append("%s: the Test cell has no `crates/<crate>/tests/<file>.rs::test_name`" % where)
+    for t in tests:
+        m = TEST.fullmatch(t)
+        if m:
+            check_test(*m.groups(), where, binaries, libs, errors)
+        else:
+            errors.append("%s: `%s` is not crates/<crate>/{src,tests}/<file>.rs::test_name" % (where, t))
+    return [p for p in paths if RUST_PATH.fullmatch(p)], tests
 
 
 def main(argv):
-    md = os.path.abspath(argv[1]) if len(argv) > 1 else DEFAULT_MD
-    if not os.path.isfile(md):
-        print("error: %s does not exist" % md)
-        return 1
-    md_dir = os.path.dirname(md)
-    cols, rows = parse_table(read(md))
-    if cols is None and not errors:
-        error("%s: no table with the columns %s" % (rel(md), ", ".join(repr(c) for c in COLUMNS)))
-    if cols is not None and len(rows) < MIN_ROWS:
-        error("%s: the table has %d rows; the map needs at least %d" % (rel(md), len(rows), MIN_ROWS))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("table", nargs="?", default=DEFAULT_TABLE)
+    ap.add_argument("--write", action="store_true", help="regenerate %s from the table" % RUST_FILE)
+    ap.add_argument("--book", help="a built book to read instead of running mdbook build")
+    ap.add_argument("--list", help="saved output of: %s 2>&1" % " ".join(LIST_CMD))
+    args = ap.parse_args(argv)
+    table = os.path.abspath(args.table)
+    errors = []
+    rows = read_table(open(table, encoding="utf-8").read(), errors)
+    if len(rows) < MIN_ROWS:
+        errors.append("the table has %d rows; the map needs at least %d" % (len(rows), MIN_ROWS))
+    edition, libs = workspace()
 
-    for lineno, cells in rows:
-        where = "%s:%d" % (rel(md), lineno)
-        if len(cells) != len(COLUMNS) or len(cells) <= max(cols.values()):
-            error("%s: %d cells, expected %d" % (where, len(cells), len(COLUMNS)))
-            continue
-        eq, place, code, test = (cells[cols[c]] for c in COLUMNS)
+    if args.list:
+        listing = open(args.list, encoding="utf-8").read()
+    else:
+        r = run(LIST_CMD, stderr=subprocess.STDOUT)  # one stream keeps each name after its binary
+        if r.returncode != 0:
+            sys.exit(r.stdout[-3000:] + "\nerror: `%s` failed" % " ".join(LIST_CMD))
+        listing = r.stdout
+    binaries = test_binaries(listing)
 
-        if not re.search(r"\$[^$]+\$", eq):
-            error("%s: the Equation cell has no $…$ formula" % where)
-        if re.search(r"\\tilde\b", eq):
-            error("%s: use \\widetilde, not \\tilde, in the Equation cell" % where)
+    shown = os.path.relpath(table, ROOT)
+    shown = table if shown.startswith("..") else shown
+    paths, tests = set(), set()
+    with tempfile.TemporaryDirectory() as tmp:
+        book = Book(os.path.abspath(args.book) if args.book else build_book(tmp), table)
+        for lineno, row in rows:
+            p, t = check_row("%s:%d" % (shown, lineno), row, book, binaries, libs, errors)
+            paths.update(p)
+            tests.update(t)
 
-        place_links = LINK.findall(place)
-        if not place_links:
-            error("%s: the 'Where in the book' cell has no [chapter](file.md#section) link" % where)
-        for _, target in place_links:
-            check_link(target, md_dir, where)
-
-        # Code: every `crate::path` must exist and be linked to the section showing it.
-        code_links = {}
-        for label, target in LINK.findall(code):
-            for p in CODE.findall(label):
-                code_links[p] = target
-        paths = [p for p in CODE.findall(code) if "::" in p]
-        if not paths:
-            error("%s: the Code cell has no `crate::path::name`" % where)
-        for p in paths:
-            found = check_code_path(p, where)
-            target = code_links.get(p)
-            if target is None:
-                error("%s: `%s` is not linked to the book section that shows it" % (where, p))
-                continue
-            section = check_link(target, md_dir, where)
-            if found and section is not None:
-                chapter = os.path.normpath(os.path.join(md_dir, target.partition("#")[0]))
-                if not shows_listing(section, chapter, found[1]):
-                    error("%s: `%s` is linked to %s, but no {{#include}} listing there contains `%s`"
-                          % (where, p, target, found[1]))
-
-        # Test: crates/<crate>/{tests,src}/<file>.rs::name, with #[test] above.
-        tests = CODE.findall(test)
-        if not tests:
-            error("%s: the Test cell has no `crates/<crate>/tests/<file>.rs::test_name`" % where)
-        for t in tests:
-            m = re.fullmatch(r"(crates/[^/\s]+/(?:tests|src)/[^\s:]+\.rs)::([A-Za-z_][A-Za-z0-9_]*)", t)
-            if not m:
-                error("%s: `%s` is not crates/<crate>/tests/<file>.rs::test_name (or src/)" % (where, t))
-                continue
-            f = os.path.join(ROOT, m.group(1))
-            if not os.path.isfile(f):
-                error("%s: `%s`: %s does not exist" % (where, t, m.group(1)))
-                continue
-            lines = blank_strings_and_comments(read(f)).splitlines()
-            fn = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?fn\s+%s\s*\(" % re.escape(m.group(2)))
-            defs = [k for k, line in enumerate(lines) if fn.search(line)]
-            if not defs:
-                error("%s: `%s`: no `fn %s(` in %s" % (where, t, m.group(2), m.group(1)))
-            elif not any(any(re.search(r"#\[\s*(?:[\w:]+::)?test\b", lines[j])
-                             for j in range(max(0, k - TEST_ATTR_WINDOW), k)) for k in defs):
-                error("%s: `%s`: fn %s has no #[test] attribute above it" % (where, t, m.group(2)))
+    generated = rust_file(paths, libs, edition)
+    target = os.path.join(ROOT, RUST_FILE)
+    if args.write:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(generated)
+        print("wrote %s (%d paths)" % (RUST_FILE, len(paths)))
+    elif not os.path.isfile(target) or open(target, encoding="utf-8").read() != generated:
+        errors.append("%s is out of date with the table: run python3 scripts/check-math-map.py --write" % RUST_FILE)
 
     for e in errors:
         print("error: " + e)
     if errors:
         return 1
-    print("ok: math ↔ code map: %d rows, every function and test exists" % len(rows))
+    print("ok: math ↔ code map: %d rows; every link and listing is in the built book, %d Rust paths are in %s"
+          " for rustc, %d tests are in `%s`" % (len(rows), len(paths), RUST_FILE, len(tests), " ".join(LIST_CMD)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the book quietly, then checks the rendered pages in headless Chromium
-# (scripts/check-rendered.py): console errors and failed requests, math rendered,
-# images loaded, internal links and anchors, no playground buttons, search works,
-# screenshots of three pages in target/book-screenshots/.
+# Builds the book quietly, then checks the rendered pages in headless Chromium,
+# driven by Playwright from the venv (scripts/check-rendered.py): console errors
+# and failed requests, math rendered, images loaded, internal links and anchors,
+# no playground buttons, search works, screenshots of three pages in
+# target/book-screenshots/.
 #
 #   scripts/check-rendered.sh                  mdbook build, then check target/book
 #   scripts/check-rendered.sh --book DIR       check a book built elsewhere (no build)
@@ -28,12 +29,6 @@ if [ "$build" = 1 ]; then
   fi
 fi
 
-# The check needs only the standard library: any python3 (3.8+) will do, else the
-# venv that scripts/setup.sh made (the one .libtorch points into).
-py=python3
-if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null; then
-  t="$(readlink -f "$ROOT/.libtorch" 2>/dev/null || true)"
-  py="${t%/lib/python*/site-packages/torch}/bin/python"
-  [ -n "$t" ] && [ -x "$py" ] || { echo "error: no Python 3.8+ found: install python3 or run scripts/setup.sh" >&2; exit 2; }
-fi
+# Playwright lives in the venv that scripts/setup.sh made.
+py="$(venv_python)" || exit 2
 exec "$py" "$ROOT/scripts/check-rendered.py" "$@"

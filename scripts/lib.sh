@@ -16,8 +16,20 @@ torch_lib() {
   printf '%s/lib\n' "$t"
 }
 
-# The python of the venv that .libtorch points into (numpy, safetensors, scipy).
+# The venv that scripts/setup.sh made: the one .libtorch points into
+# (<venv>/lib/pythonX.Y/site-packages/torch). Prints nothing when there is none.
+# The one place the scripts know where the venv is (Rust: util::venv_python).
+linked_venv() {
+  local t v
+  t="$(readlink -f "$ROOT/.libtorch" 2>/dev/null)" || return 0
+  v="${t%/lib/python*/site-packages/torch}"
+  if [ "$v" != "$t" ] && [ -x "$v/bin/python" ]; then printf '%s\n' "$v"; fi
+  return 0
+}
+
+# The venv's python: torch, numpy, safetensors, scipy, pyyaml, diffusers, playwright, pytest.
 venv_python() {
-  local t; t="$(torch_lib)" || return 1
-  printf '%s\n' "${t%/lib/python*/site-packages/torch/lib}/bin/python"
+  local v; v="$(linked_venv)"
+  [ -n "$v" ] || { echo "error: .libtorch does not point into a venv with a python: run scripts/setup.sh" >&2; return 1; }
+  printf '%s\n' "$v/bin/python"
 }

@@ -2,7 +2,9 @@
 # One-time (and idempotent) setup for Diffusion, Executed.
 #
 #   - a Python virtual environment with torch==2.11.0 from PyPI (libtorch for tch 0.24.0),
-#     plus numpy, safetensors, scipy and diffusers 0.42.1 for the parity scripts;
+#     plus numpy, safetensors, scipy and diffusers 0.42.1 for the parity scripts,
+#     playwright 1.65.2 (drives the system's Chromium; its browser download is never
+#     used) and pytest 9.2.0 for scripts/check-rendered.sh and scripts/tests;
 #   - the symlink .libtorch -> <venv>/.../site-packages/torch that .cargo/config.toml uses;
 #   - mdBook 0.5.3 and the mdbook-katex 0.10.0 preprocessor (cargo install --locked);
 #   - Fashion-MNIST from Debian's dataset-fashion-mnist (when root on Debian);
@@ -14,19 +16,15 @@
 # Safe to re-run: every step checks before it acts.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # ROOT, linked_venv, venv_python
 # Without DIFFUSION_VENV, keep using the venv that .libtorch already points at
 # (set up earlier with DIFFUSION_VENV), else the default .venv in the repo.
-linked_venv() {
-  local t; t="$(readlink -f "$ROOT/.libtorch" 2>/dev/null)" || return 0
-  local v="${t%/lib/python*/site-packages/torch}"
-  [ "$v" != "$t" ] && [ -x "$v/bin/python" ] && printf '%s\n' "$v"
-  return 0
-}
 VENV="${DIFFUSION_VENV:-$(linked_venv)}"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="2.11.0"
 DIFFUSERS_VERSION="0.42.1"
+PLAYWRIGHT_VERSION="1.65.2"
+PYTEST_VERSION="9.2.0"
 MDBOOK_VERSION="0.5.3"   # the version mdbook-katex 0.10.0 is built against
 MDBOOK_KATEX_VERSION="0.10.0"
 DATA_DIR="/usr/share/datasets/fashion-mnist"
@@ -57,13 +55,23 @@ fi
 "$VPY" -c 'import numpy, safetensors, scipy, yaml' 2>/dev/null \
   || "$VPY" -m pip install --quiet --disable-pip-version-check numpy safetensors scipy pyyaml \
   || die "pip could not install numpy, safetensors, scipy and pyyaml into $VENV"
+# pip install NAME==VERSION unless the venv has exactly that version.
+pip_pin() { # name version
+  local have
+  have="$("$VPY" -c 'import sys, importlib.metadata as m; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true)"
+  if [ "$have" != "$2" ]; then
+    say "pip install $1==$2"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "$1==$2" \
+      || die "pip could not install $1==$2 into $VENV: check that PyPI is reachable"
+  fi
+}
 # diffusers: the reference UNet2DModel for the parity test and the time-to-quality benchmark.
-have_diffusers="$("$VPY" -c 'import diffusers; print(diffusers.__version__)' 2>/dev/null || true)"
-if [ "$have_diffusers" != "$DIFFUSERS_VERSION" ]; then
-  say "pip install diffusers==$DIFFUSERS_VERSION"
-  "$VPY" -m pip install --quiet --disable-pip-version-check "diffusers==$DIFFUSERS_VERSION" \
-    || die "pip could not install diffusers==$DIFFUSERS_VERSION into $VENV: check that PyPI is reachable"
-fi
+pip_pin diffusers "$DIFFUSERS_VERSION"
+# playwright: scripts/check-rendered.py drives the system's Chromium with it (installed
+# below). Never `playwright install`: its browser download needs more than PyPI.
+pip_pin playwright "$PLAYWRIGHT_VERSION"
+# pytest: the tests of the scripts themselves (scripts/tests).
+pip_pin pytest "$PYTEST_VERSION"
 
 TORCH_DIR="$("$VPY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib has no libtorch_cpu.so: the torch wheel looks broken; delete $VENV and re-run"
@@ -82,7 +90,6 @@ install_crate() { # name version binary
     (cd / && cargo install --locked --quiet "$1" --version "$2") || die "cargo install $1 $2 failed"
   fi
 }
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
 install_crate mdbook "$MDBOOK_VERSION" mdbook
 install_crate mdbook-katex "$MDBOOK_KATEX_VERSION" mdbook-katex
@@ -118,4 +125,4 @@ if [ "${SKIP_DATA:-0}" != 1 ] && [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]
     say "or put the four IDX files (train-images-idx3-ubyte.gz, …) in a folder and pass --data-dir FOLDER."
   fi
 fi
-say "ready: torch $TORCH_VERSION at $TORCH_DIR"
+say "ready: torch $TORCH_VERSION at $TORCH_DIR, python $(venv_python)"

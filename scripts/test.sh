@@ -50,4 +50,7 @@ step "deploy workflow: valid YAML, the pinned tools, the same mdbook build"
 step "the rendered book in headless Chromium: no console errors, math rendered, images loaded, links resolve, search works"
 bash scripts/check-rendered.sh --book "$ROOT/target/book"
 
+step "the scripts' own tests (pytest scripts/tests): the rendered check fails a broken book, exits 2 when it cannot run"
+"$(venv_python)" -m pytest -q -p no:cacheprovider scripts/tests
+
 step "all checks passed"

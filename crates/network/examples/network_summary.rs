@@ -3,10 +3,11 @@
 //!
 //! cargo run --release --example network_summary [-- --figure-dir DIR]
 use clap::Parser;
-use network::{timestep_embedding, SeedUNet, SeedUNetConfig, Trace, UNet, UNetConfig};
+use network::{record_shapes, timestep_embedding, SeedUNet, SeedUNetConfig, UNet, UNetConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{nn, Kind, Tensor};
+use util::layers::{layer_table, Block};
 
 #[derive(Parser)]
 #[command(about = "Per-layer table, parameters, MACs and images/s for SeedUNet and UNet")]
@@ -25,8 +26,8 @@ struct Args {
     figure_dir: Option<PathBuf>,
 }
 
-/// A model as a closure: (x, t, y, trace) → output.
-type Forward = Box<dyn Fn(&Tensor, &Tensor, &Tensor, &mut Trace) -> network::Result<Tensor>>;
+/// A model as a closure: (x, t, y) → output.
+type Forward = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> network::Result<Tensor>>;
 
 fn main() {
     util::run(|| {
@@ -61,11 +62,11 @@ fn main() {
                             full_res_skip: false,
                         },
                     )?;
-                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), tr))
+                    Box::new(move |x, t, y| m.forward_t(x, t, Some(y)))
                 }
                 2 => {
                     let m = UNet::new(&vs.root(), UNetConfig::fashion())?;
-                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))
+                    Box::new(move |x, t, y| m.forward_t(x, t, Some(y), false))
                 }
                 _ => {
                     use network::{DownBlockType::*, UpBlockType::*};
@@ -86,7 +87,7 @@ fn main() {
                         ..UNetConfig::fashion()
                     };
                     let m = UNet::new(&vs.root(), cfg)?;
-                    Box::new(move |x, t, y, tr| m.forward_t(x, t, Some(y), false, tr))
+                    Box::new(move |x, t, y| m.forward_t(x, t, Some(y), false))
                 }
             };
             let input = |n: i64| {
@@ -97,42 +98,51 @@ fn main() {
                 )
             };
             let (x, t, y) = input(1);
-            let mut tr = Trace::on();
-            let _ = tch::no_grad(|| model(&x, &t, &y, &mut tr))?;
+            let (out, shapes) = record_shapes(|| tch::no_grad(|| model(&x, &t, &y)));
+            let _ = out?;
+            let blocks: Vec<Block> = shapes
+                .iter()
+                .map(|s| Block {
+                    name: &s.name,
+                    prefixes: &s.prefixes,
+                    shape: &s.shape,
+                })
+                .collect();
+            let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            let layers = layer_table(&vars, &blocks, &["class_emb", "class_embedding"])?;
             println!("\n## {title}\n");
             println!(
                 "{:<30} {:>18} {:>10} {:>12}",
                 "layer", "output shape", "params", "MACs"
             );
-            for l in &tr.layers {
+            for l in &layers {
+                let shape = l
+                    .shape
+                    .as_ref()
+                    .map_or("—".to_string(), |s| format!("{:?}", &s[1..]));
                 println!(
                     "{:<30} {:>18} {:>10} {:>12}",
-                    l.name,
-                    format!("{:?}", &l.shape[1..]),
-                    l.params,
-                    l.macs
+                    l.name, shape, l.params, l.macs
                 );
             }
             let total: i64 = vs.variables().values().map(|v| v.numel() as i64).sum();
-            assert_eq!(total, tr.total_params(), "every parameter is in the table");
-            println!(
-                "{:<30} {:>18} {:>10} {:>12}",
-                "total",
-                "",
-                tr.total_params(),
-                tr.total_macs()
-            );
+            let (params, macs): (i64, i64) = layers
+                .iter()
+                .map(|l| (l.params, l.macs))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            assert_eq!(total, params, "every parameter is in the table");
+            println!("{:<30} {:>18} {:>10} {:>12}", "total", "", params, macs);
             println!(
                 "= {:.2} M parameters, {:.1} M MACs per {hw}×{hw} image",
                 total as f64 / 1e6,
-                tr.total_macs() as f64 / 1e6
+                macs as f64 / 1e6
             );
 
             let (x, t, y) = input(args.batch);
             let mut times = Vec::new();
             for rep in 0..=args.repeats {
                 let start = Instant::now();
-                let out = tch::no_grad(|| model(&x, &t, &y, &mut Trace::off()))?;
+                let out = tch::no_grad(|| model(&x, &t, &y))?;
                 let _ = out.sum(Kind::Float).double_value(&[]); // waits for the device
                 if rep > 0 {
                     times.push(start.elapsed().as_secs_f64()); // run 0 is a warm-up

@@ -5,12 +5,12 @@
 //!   PyTorch `state_dict` maps onto it name for name;
 //! - [`UNet`], the subset of diffusers' `UNet2DModel` a small image model
 //!   needs, with diffusers' state_dict names and config fields.
+pub mod probe;
 mod seed;
-mod trace;
 mod unet;
 
+pub use probe::{record_shapes, Shape};
 pub use seed::{SeedUNet, SeedUNetConfig};
-pub use trace::{LayerStat, Trace};
 pub use unet::{sinusoidal_embedding, DownBlockType, MidBlockType, UNet, UNetConfig, UpBlockType};
 
 use tch::{Device, Kind, Tensor};

@@ -19,8 +19,9 @@
 //! | `up1_norm.weight`, `.bias`     | (C), (C)               | GroupNorm(32, C)              |
 //! | `skip.weight`, `skip.bias`     | (C, in, 3, 3), (C)     | only with `full_res_skip`     |
 //! | `out.weight`, `out.bias`       | (in, C, 3, 3), (in)    | back to image channels        |
+use crate::probe::{report, Seen};
 use crate::{
-    check_inputs, labels_or_null, timestep_embedding, NetworkError, NoisePredictor, Result, Trace,
+    check_inputs, labels_or_null, timestep_embedding, NetworkError, NoisePredictor, Result,
 };
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -56,6 +57,7 @@ impl Default for SeedUNetConfig {
 #[derive(Debug)]
 struct ConvNorm {
     name: &'static str,
+    norm_name: &'static str,
     conv: nn::Conv2D,
     norm: nn::GroupNorm,
 }
@@ -64,7 +66,7 @@ impl ConvNorm {
     fn new(
         vs: &nn::Path,
         name: &'static str,
-        norm: &str,
+        norm: &'static str,
         cin: i64,
         cout: i64,
         stride: i64,
@@ -76,14 +78,15 @@ impl ConvNorm {
         };
         Self {
             name,
+            norm_name: norm,
             conv: nn::conv2d(vs / name, cin, cout, 3, cfg),
             norm: nn::group_norm(vs / norm, 32, cout, Default::default()),
         }
     }
 
-    fn forward(&self, x: &Tensor, tr: &mut Trace) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Tensor {
         let out = self.norm.forward(&self.conv.forward(x)).relu();
-        tr.conv(self.name, &self.conv, &Trace::norm_params(&self.norm), &out);
+        report(self.name, &[self.name, self.norm_name], &out);
         out
     }
 }
@@ -98,8 +101,8 @@ pub struct SeedUNet {
     mid: ConvNorm,
     up2: ConvNorm,
     up1: ConvNorm,
-    skip: Option<nn::Conv2D>,
-    out: nn::Conv2D,
+    skip: Option<Seen<nn::Conv2D>>,
+    out: Seen<nn::Conv2D>,
 }
 
 impl SeedUNet {
@@ -140,65 +143,52 @@ impl SeedUNet {
                     padding: 1,
                     ..Default::default()
                 };
-                nn::conv2d(vs / "skip", cin, c, 3, cfg)
+                Seen::new("skip", nn::conv2d(vs / "skip", cin, c, 3, cfg))
             }),
-            out: nn::conv2d(
-                vs / "out",
-                c,
-                cin,
-                3,
-                nn::ConvConfig {
-                    padding: 1,
-                    ..Default::default()
-                },
+            out: Seen::new(
+                "out",
+                nn::conv2d(
+                    vs / "out",
+                    c,
+                    cin,
+                    3,
+                    nn::ConvConfig {
+                        padding: 1,
+                        ..Default::default()
+                    },
+                ),
             ),
         })
     }
 
     // ANCHOR: seed_forward
-    /// ε_θ(x_t, t, y). `tr` records each layer when it is on.
-    pub fn forward_t(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        y: Option<&Tensor>,
-        tr: &mut Trace,
-    ) -> Result<Tensor> {
+    /// ε_θ(x_t, t, y).
+    pub fn forward_t(&self, x: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
         let c = self.config.channels;
         check_inputs(x, t, y, self.config.in_channels, 4, self.config.num_classes)?;
         let n = x.size()[0];
         // Encoder: two stride-2 convolutions, H → H/2 → H/4.
-        let d1 = self.down1.forward(x, tr); //   (N, C,  H/2, W/2)
-        let d2 = self.down2.forward(&d1, tr); // (N, 2C, H/4, W/4)
-                                              // Conditioning: ReLU(Linear(emb(t))) plus the class embedding, one 2C vector per image.
+        let d1 = self.down1.forward(x); // (N, C, H/2, W/2)
+        let d2 = self.down2.forward(&d1); // (N, 2C, H/4, W/4)
+
+        // Conditioning: ReLU(Linear(emb(t))) plus the class embedding, one 2C vector per image.
         let time = self.time_mlp.forward(&timestep_embedding(t, c)?).relu();
-        tr.linear("time_mlp", &self.time_mlp, &time);
         let cond = match (&self.class_emb, self.config.num_classes) {
-            (Some(emb), Some(k)) => {
-                let class = emb.forward(&labels_or_null(y, n, k, x.device()));
-                tr.record("class_emb", &class, &[&emb.ws], 0);
-                time + class
-            }
+            (Some(emb), Some(k)) => time + emb.forward(&labels_or_null(y, n, k, x.device())),
             _ => time,
         };
         // Middle: add the conditioning at every pixel, then a residual conv block.
         let h = d2 + cond.view([n, 2 * c, 1, 1]);
-        let h = &h + self.mid.forward(&h, tr);
+        let h = &h + self.mid.forward(&h);
         // Decoder: nearest-neighbour upsampling, conv, and an additive skip from the encoder.
-        let h = self.up2.forward(&upsample(&h), tr) + d1; // (N, C, H/2, W/2)
-        let h = self.up1.forward(&upsample(&h), tr); //   (N, C, H, W)
+        let h = self.up2.forward(&upsample(&h)) + d1; // (N, C, H/2, W/2)
+        let h = self.up1.forward(&upsample(&h)); // (N, C, H, W)
         let h = match &self.skip {
             // Full-resolution path from x_t itself (off in the seed layout).
-            Some(skip) => {
-                let s = skip.forward(x);
-                tr.conv("skip", skip, &[], &s);
-                h + s
-            }
+            Some(skip) => h + skip.forward(x),
             None => h,
         };
-        let out = self.out.forward(&h);
-        tr.conv("out", &self.out, &[], &out);
-        Ok(out)
+        Ok(self.out.forward(&h))
     }
     // ANCHOR_END: seed_forward
 }
@@ -217,7 +207,7 @@ impl NoisePredictor for SeedUNet {
         y: Option<&Tensor>,
         _train: bool,
     ) -> Result<Tensor> {
-        self.forward_t(x_t, t, y, &mut Trace::off())
+        self.forward_t(x_t, t, y)
     }
 
     fn num_classes(&self) -> Option<i64> {

@@ -4,7 +4,8 @@
 //! UNetMidBlock2D, UpBlock2D / AttnUpBlock2D), the variables carry diffusers'
 //! `state_dict` names, and [`UNetConfig`] uses diffusers' field names, so a
 //! model trained with diffusers loads into the book's samplers and back.
-use crate::{check_inputs, NetworkError, NoisePredictor, Result, Trace};
+use crate::probe::Seen;
+use crate::{check_inputs, NetworkError, NoisePredictor, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -328,11 +329,6 @@ fn group_norm(vs: nn::Path, c: &UNetConfig, channels: i64) -> nn::GroupNorm {
     nn::group_norm(vs, c.norm_num_groups, channels, config)
 }
 
-fn conv_macs(c: &nn::Conv2D, out: &Tensor) -> i64 {
-    let w = c.ws.size();
-    w[1] * w[2] * w[3] * out.size()[1..].iter().product::<i64>()
-}
-
 // ANCHOR: resnet_block
 /// diffusers' ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)),
 /// out = shortcut(x) + conv2(dropout(SiLU(GN(h)))).
@@ -377,27 +373,9 @@ impl ResnetBlock2D {
 }
 // ANCHOR_END: resnet_block
 
-impl ResnetBlock2D {
-    /// One row of the layer table: output shape, parameters, MACs per image.
-    fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
-        let mut params = Trace::norm_params(&self.norm1);
-        params.extend(Trace::norm_params(&self.norm2));
-        let mut macs = self.time_emb_proj.ws.numel() as i64;
-        params.extend([&self.time_emb_proj.ws]);
-        params.extend(self.time_emb_proj.bs.as_ref());
-        for c in [
-            Some(&self.conv1),
-            Some(&self.conv2),
-            self.conv_shortcut.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            macs += conv_macs(c, out);
-            params.push(&c.ws);
-            params.extend(c.bs.as_ref());
-        }
-        tr.record(name, out, &params, macs);
+impl Seen<ResnetBlock2D> {
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+        self.report(self.inner.forward(x, emb, train))
     }
 }
 
@@ -461,46 +439,39 @@ impl Attention {
 }
 // ANCHOR_END: attention
 
-impl Attention {
-    fn trace(&self, name: &str, out: &Tensor, tr: &mut Trace) {
-        let s = out.size();
-        let (c, hw) = (s[1], s[2] * s[3]);
-        let mut params = Trace::norm_params(&self.group_norm);
-        for l in [&self.to_q, &self.to_k, &self.to_v, &self.to_out] {
-            params.push(&l.ws);
-            params.extend(l.bs.as_ref());
-        }
-        tr.record(name, out, &params, 4 * hw * c * c + 2 * hw * hw * c);
+impl Seen<Attention> {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.report(self.inner.forward(x))
     }
 }
 
 /// One resolution level on the way down (DownBlock2D or AttnDownBlock2D).
 #[derive(Debug)]
 struct DownBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Attention>,
-    downsampler: Option<nn::Conv2D>,
+    resnets: Vec<Seen<ResnetBlock2D>>,
+    attentions: Vec<Seen<Attention>>,
+    downsampler: Option<Seen<nn::Conv2D>>,
 }
 
 /// One level on the way up (UpBlock2D or AttnUpBlock2D).
 #[derive(Debug)]
 struct UpBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Attention>,
-    upsampler: Option<nn::Conv2D>,
+    resnets: Vec<Seen<ResnetBlock2D>>,
+    attentions: Vec<Seen<Attention>>,
+    upsampler: Option<Seen<nn::Conv2D>>,
 }
 
 /// UNetMidBlock2D: resnet, (attention,) resnet.
 #[derive(Debug)]
 struct MidBlock {
-    resnets: [ResnetBlock2D; 2],
-    attention: Option<Attention>,
+    resnets: [Seen<ResnetBlock2D>; 2],
+    attention: Option<Seen<Attention>>,
 }
 
 #[derive(Debug)]
 pub struct UNet {
     pub config: UNetConfig,
-    conv_in: nn::Conv2D,
+    conv_in: Seen<nn::Conv2D>,
     linear_1: nn::Linear,
     linear_2: nn::Linear,
     class_embedding: Option<nn::Embedding>,
@@ -508,7 +479,7 @@ pub struct UNet {
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: Seen<nn::Conv2D>,
 }
 
 impl UNet {
@@ -521,6 +492,7 @@ impl UNet {
         let mut down_blocks = Vec::new();
         let mut skips = vec![ch[0]]; // channels of each skip, in push order
         for (i, kind) in c.down_block_types.iter().enumerate() {
+            let name = format!("down_blocks.{i}");
             let vs = vs / "down_blocks" / i;
             let cin = if i == 0 { ch[0] } else { ch[i - 1] };
             let attn = *kind == DownBlockType::AttnDownBlock2D;
@@ -531,19 +503,23 @@ impl UNet {
             };
             for j in 0..c.layers_per_block {
                 let from = if j == 0 { cin } else { ch[i] };
-                block
-                    .resnets
-                    .push(ResnetBlock2D::new(&vs / "resnets" / j, c, from, ch[i]));
+                block.resnets.push(Seen::new(
+                    format!("{name}.resnets.{j}"),
+                    ResnetBlock2D::new(&vs / "resnets" / j, c, from, ch[i]),
+                ));
                 if attn {
-                    block
-                        .attentions
-                        .push(Attention::new(&vs / "attentions" / j, c, ch[i]));
+                    block.attentions.push(Seen::new(
+                        format!("{name}.attentions.{j}"),
+                        Attention::new(&vs / "attentions" / j, c, ch[i]),
+                    ));
                 }
                 skips.push(ch[i]);
             }
             if i + 1 < levels {
-                block.downsampler =
-                    Some(conv(&vs / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2));
+                block.downsampler = Some(Seen::new(
+                    format!("{name}.downsamplers.0"),
+                    conv(&vs / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2),
+                ));
                 skips.push(ch[i]);
             }
             down_blocks.push(block);
@@ -552,15 +528,24 @@ impl UNet {
         let mid_block = c.mid_block_type.map(|_| {
             let vs = vs / "mid_block";
             MidBlock {
-                resnets: [0, 1].map(|j| ResnetBlock2D::new(&vs / "resnets" / j, c, low, low)),
-                attention: c
-                    .add_attention
-                    .then(|| Attention::new(&vs / "attentions" / 0, c, low)),
+                resnets: [0, 1].map(|j| {
+                    Seen::new(
+                        format!("mid_block.resnets.{j}"),
+                        ResnetBlock2D::new(&vs / "resnets" / j, c, low, low),
+                    )
+                }),
+                attention: c.add_attention.then(|| {
+                    Seen::new(
+                        "mid_block.attentions.0",
+                        Attention::new(&vs / "attentions" / 0, c, low),
+                    )
+                }),
             }
         });
         let mut up_blocks = Vec::new();
         let mut prev = low;
         for (i, kind) in c.up_block_types.iter().enumerate() {
+            let name = format!("up_blocks.{i}");
             let vs = vs / "up_blocks" / i;
             let out = ch[levels - 1 - i];
             let attn = *kind == UpBlockType::AttnUpBlock2D;
@@ -572,23 +557,28 @@ impl UNet {
             for j in 0..=c.layers_per_block {
                 let skip = skips.pop().expect("one skip per up resnet");
                 let from = if j == 0 { prev } else { out };
-                block
-                    .resnets
-                    .push(ResnetBlock2D::new(&vs / "resnets" / j, c, from + skip, out));
+                block.resnets.push(Seen::new(
+                    format!("{name}.resnets.{j}"),
+                    ResnetBlock2D::new(&vs / "resnets" / j, c, from + skip, out),
+                ));
                 if attn {
-                    block
-                        .attentions
-                        .push(Attention::new(&vs / "attentions" / j, c, out));
+                    block.attentions.push(Seen::new(
+                        format!("{name}.attentions.{j}"),
+                        Attention::new(&vs / "attentions" / j, c, out),
+                    ));
                 }
             }
             if i + 1 < levels {
-                block.upsampler = Some(conv(&vs / "upsamplers" / 0 / "conv", out, out, 3, 1));
+                block.upsampler = Some(Seen::new(
+                    format!("{name}.upsamplers.0"),
+                    conv(&vs / "upsamplers" / 0 / "conv", out, out, 3, 1),
+                ));
             }
             prev = out;
             up_blocks.push(block);
         }
         Ok(Self {
-            conv_in: conv(vs / "conv_in", c.in_channels, ch[0], 3, 1),
+            conv_in: Seen::new("conv_in", conv(vs / "conv_in", c.in_channels, ch[0], 3, 1)),
             linear_1: linear(vs / "time_embedding" / "linear_1", ch[0], temb),
             linear_2: linear(vs / "time_embedding" / "linear_2", temb, temb),
             class_embedding: c
@@ -598,7 +588,13 @@ impl UNet {
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(vs / "conv_norm_out", c, ch[0]),
-            conv_out: conv(vs / "conv_out", ch[0], c.out_channels, 3, 1),
+            conv_out: Seen {
+                also: vec!["conv_norm_out"],
+                ..Seen::new(
+                    "conv_out",
+                    conv(vs / "conv_out", ch[0], c.out_channels, 3, 1),
+                )
+            },
             config,
         })
     }
@@ -612,7 +608,6 @@ impl UNet {
         t: &Tensor,
         y: Option<&Tensor>,
         train: bool,
-        tr: &mut Trace,
     ) -> Result<Tensor> {
         let c = &self.config;
         check_inputs(x, t, y, c.in_channels, c.factor(), c.num_classes())?;
@@ -620,92 +615,59 @@ impl UNet {
         let t_emb =
             sinusoidal_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
         let emb = self.linear_2.forward(&self.linear_1.forward(&t_emb).silu());
-        let (l1, l2) = (&self.linear_1, &self.linear_2);
-        let macs = (l1.ws.numel() + l2.ws.numel()) as i64;
-        tr.record(
-            "time_embedding",
-            &emb,
-            &[
-                &l1.ws,
-                &l2.ws,
-                l1.bs.as_ref().unwrap(),
-                l2.bs.as_ref().unwrap(),
-            ],
-            macs,
-        );
         let emb = match (&self.class_embedding, c.num_classes()) {
             (Some(e), Some(k)) => {
-                let labels = crate::labels_or_null(y, x.size()[0], k, x.device());
-                let emb = emb + e.forward(&labels);
-                tr.record("class_embedding", &emb, &[&e.ws], 0);
-                emb
+                emb + e.forward(&crate::labels_or_null(y, x.size()[0], k, x.device()))
             }
             _ => emb,
         };
         let mut h = self.conv_in.forward(x);
-        tr.conv("conv_in", &self.conv_in, &[], &h);
         // Every resnet (and downsampler) output on the way down is a skip.
         let mut skips = vec![h.shallow_clone()];
-        for (i, block) in self.down_blocks.iter().enumerate() {
+        for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 h = resnet.forward(&h, &emb, train);
-                resnet.trace(&format!("down_blocks.{i}.resnets.{j}"), &h, tr);
                 if let Some(a) = block.attentions.get(j) {
                     h = a.forward(&h);
-                    a.trace(&format!("down_blocks.{i}.attentions.{j}"), &h, tr);
                 }
                 skips.push(h.shallow_clone());
             }
             if let Some(d) = &block.downsampler {
                 h = d.forward(&h);
-                tr.conv(&format!("down_blocks.{i}.downsamplers.0"), d, &[], &h);
                 skips.push(h.shallow_clone());
             }
         }
         if let Some(mid) = &self.mid_block {
             h = mid.resnets[0].forward(&h, &emb, train);
-            mid.resnets[0].trace("mid_block.resnets.0", &h, tr);
             if let Some(a) = &mid.attention {
                 h = a.forward(&h);
-                a.trace("mid_block.attentions.0", &h, tr);
             }
             h = mid.resnets[1].forward(&h, &emb, train);
-            mid.resnets[1].trace("mid_block.resnets.1", &h, tr);
         }
         // On the way up, each resnet takes the newest skip, concatenated.
-        for (i, block) in self.up_blocks.iter().enumerate() {
+        for block in &self.up_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up resnet");
                 h = resnet.forward(&Tensor::cat(&[&h, &skip], 1), &emb, train);
-                resnet.trace(&format!("up_blocks.{i}.resnets.{j}"), &h, tr);
                 if let Some(a) = block.attentions.get(j) {
                     h = a.forward(&h);
-                    a.trace(&format!("up_blocks.{i}.attentions.{j}"), &h, tr);
                 }
             }
             if let Some(u) = &block.upsampler {
                 let s = h.size();
                 h = u.forward(&h.upsample_nearest2d([s[2] * 2, s[3] * 2], 2.0, 2.0));
-                tr.conv(&format!("up_blocks.{i}.upsamplers.0"), u, &[], &h);
             }
         }
-        let out = self
+        Ok(self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu());
-        tr.conv(
-            "conv_out",
-            &self.conv_out,
-            &Trace::norm_params(&self.conv_norm_out),
-            &out,
-        );
-        Ok(out)
+            .forward(&self.conv_norm_out.forward(&h).silu()))
     }
     // ANCHOR_END: unet_forward
 }
 
 impl NoisePredictor for UNet {
     fn predict(&self, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>, train: bool) -> Result<Tensor> {
-        self.forward_t(x_t, t, y, train, &mut Trace::off())
+        self.forward_t(x_t, t, y, train)
     }
 
     fn num_classes(&self) -> Option<i64> {

@@ -1,6 +1,6 @@
 //! SeedUNet against the same layout written in plain PyTorch
 //! (scripts/parity/network.py), through safetensors, both ways.
-use network::{SeedUNet, SeedUNetConfig, Trace};
+use network::{SeedUNet, SeedUNetConfig};
 use std::path::PathBuf;
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
@@ -68,8 +68,8 @@ fn seed_unet_matches_pytorch_both_ways() {
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[0i64, 17, 500, 999]);
     let y = Tensor::from_slice(&[0i64, 3, 9, 10]); // 10 = the null class
-    let out_cond = tch::no_grad(|| model.forward_t(&x, &t, Some(&y), &mut Trace::off())).unwrap();
-    let out_uncond = tch::no_grad(|| model.forward_t(&x, &t, None, &mut Trace::off())).unwrap();
+    let out_cond = tch::no_grad(|| model.forward_t(&x, &t, Some(&y))).unwrap();
+    let out_uncond = tch::no_grad(|| model.forward_t(&x, &t, None)).unwrap();
     std::fs::write(
         dir.join("config.json"),
         r#"{"in_channels": 1, "channels": 32, "num_classes": 10}"#,
@@ -93,8 +93,8 @@ fn seed_unet_matches_pytorch_both_ways() {
             .unwrap()
             .into_iter()
             .collect();
-    let got_cond = tch::no_grad(|| model2.forward_t(&x, &t, Some(&y), &mut Trace::off())).unwrap();
-    let got_uncond = tch::no_grad(|| model2.forward_t(&x, &t, None, &mut Trace::off())).unwrap();
+    let got_cond = tch::no_grad(|| model2.forward_t(&x, &t, Some(&y))).unwrap();
+    let got_uncond = tch::no_grad(|| model2.forward_t(&x, &t, None)).unwrap();
     let (d1, d2) = (
         max_diff(&got_cond, &want["out_cond"]),
         max_diff(&got_uncond, &want["out_uncond"]),
@@ -125,9 +125,8 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
     let run = |m: &UNet| {
         tch::no_grad(|| {
             (
-                m.forward_t(&x, &t, Some(&y), false, &mut Trace::off())
-                    .unwrap(),
-                m.forward_t(&x, &t, None, false, &mut Trace::off()).unwrap(),
+                m.forward_t(&x, &t, Some(&y), false).unwrap(),
+                m.forward_t(&x, &t, None, false).unwrap(),
             )
         })
     };

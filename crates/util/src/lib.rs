@@ -1,6 +1,7 @@
 //! Plumbing shared by the examples: device choice, image grids, charts and
 //! CSV files. Nothing here is part of the diffusion algorithms.
 mod grid;
+pub mod layers;
 pub mod plot;
 pub mod safetensors;
 pub mod small_disk;
