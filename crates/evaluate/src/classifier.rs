@@ -42,11 +42,10 @@ impl Classifier {
     }
 
     /// The 128 penultimate activations of images in [−1, 1], shape [N, 1, 28, 28].
-    pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn features(&self, x: &Tensor) -> Tensor {
         let h = x.apply(&self.conv1).relu().max_pool2d_default(2); // 32 × 14 × 14
         let h = h.apply(&self.conv2).relu().max_pool2d_default(2); // 64 × 7 × 7
-        let h = h.flatten(1, -1).apply(&self.fc1).relu(); //           128
-        h.dropout(0.0, train) // features are taken before dropout
+        h.flatten(1, -1).apply(&self.fc1).relu() // 128, taken before the head's dropout
     }
 
     /// Class scores (logits) from features.
@@ -55,7 +54,7 @@ impl Classifier {
     }
 
     pub fn logits(&self, x: &Tensor, train: bool) -> Tensor {
-        self.head(&self.features(x, train), train)
+        self.head(&self.features(x), train)
     }
 }
 // ANCHOR_END: classifier
@@ -121,10 +120,7 @@ impl Trained {
             let parts: Vec<Tensor> = images
                 .split(1000, 0)
                 .iter()
-                .map(|b| {
-                    self.net
-                        .features(&b.to_device(device).to_kind(Kind::Float), false)
-                })
+                .map(|b| self.net.features(&b.to_device(device).to_kind(Kind::Float)))
                 .collect();
             Tensor::cat(&parts, 0)
         })

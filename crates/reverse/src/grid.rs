@@ -2,9 +2,11 @@
 //!
 //! A grid is a strictly decreasing list of timesteps τ_S > … > τ_1 in 0..T,
 //! each paired with the step it jumps to; the last one jumps to "before the
-//! first step", where ᾱ = 1. [`TimestepGrid::new`] is the only way to build
-//! one, so a grid that starts below T − 1, repeats a step, contains T, or
-//! forgets to end on ᾱ = 1 cannot be written.
+//! first step", where ᾱ = 1. [`TimestepGrid::new`] checks that: a grid it
+//! builds never repeats a step, never contains T and always ends on ᾱ = 1.
+//! It may start below T − 1 (that is what [`Spacing::Leading`] does, as
+//! diffusers' "leading" does); the DDIM chapter shows what that costs.
+//! [`TimestepGrid::unchecked`] builds any list, for the bug museum.
 use crate::ReverseError;
 
 /// How S steps are spread over T (names as in the diffusers library; see

@@ -104,21 +104,19 @@ impl Adam {
         let bias2 = 1.0 - beta2.powi(self.t as i32);
         tch::no_grad(|| {
             for ((p, m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
-                let mut g = p.grad();
+                let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                if weight_decay > 0.0 {
-                    if decoupled {
+                let g = match (weight_decay > 0.0, decoupled) {
+                    (true, true) => {
                         let _ = p.g_mul_scalar_(1.0 - lr * weight_decay); // AdamW
-                    } else {
-                        // Adam with L2 (a new tensor: the stored gradient stays as computed)
-                        #[allow(clippy::assign_op_pattern)]
-                        {
-                            g = g + &*p * weight_decay;
-                        }
+                        g
                     }
-                }
+                    // Adam with L2 (a new tensor: the stored gradient stays as computed)
+                    (true, false) => &g + &*p * weight_decay,
+                    (false, _) => g,
+                };
                 let _ = m.lerp_(&g, 1.0 - beta1); //                     m ← β₁m + (1−β₁)g
                 let _ = v.g_mul_scalar_(beta2).addcmul_(&(&g * (1.0 - beta2)), &g); // v ← β₂v + (1−β₂)g²
                 let denom = (v.sqrt() / bias2.sqrt()).g_add_scalar_(eps);
