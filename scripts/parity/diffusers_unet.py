@@ -3,7 +3,7 @@
     python scripts/parity/diffusers_unet.py DIR [--tol 1e-5]
 
 DIR holds what the Rust side wrote:
-  config.json            a diffusers UNet2DModel config (UNetConfig::to_diffusers_json)
+  config.json            a diffusers UNet2DModel config (formats::unet_config_to_json)
   unet_rust.safetensors  the Rust model's weights (VarStore names = diffusers state_dict keys)
   inputs.safetensors     x, t, y and the Rust outputs out_cond, out_uncond
 This script

@@ -181,7 +181,7 @@ fn main() {
             println!("wrote {}", path.display());
         }
         if let Some(path) = &args.trace {
-            reverse::trace::save(path, &records, schedule, &sampler, cfg.prediction)?;
+            formats::trace::save(path, &records, schedule, &sampler, cfg.prediction)?;
             println!("wrote {} ({} steps)", path.display(), records.len());
         }
         if let Some(path) = &args.trajectory {

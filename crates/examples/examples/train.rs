@@ -200,7 +200,7 @@ impl Args {
         if let Some(path) = &self.unet_config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--unet-config {}: cannot read it", path.display()))?;
-            let c = UNetConfig::from_diffusers_json(&text)
+            let c = formats::unet_config_from_json(&text)
                 .with_context(|| format!("--unet-config {}", path.display()))?;
             if c.in_channels != channels || c.num_classes() != classes {
                 bail!("--unet-config {}: in_channels = {} and num_class_embeds = {:?}, but the data needs {channels} channel(s) and {:?} (classes + 1 null row)", path.display(), c.in_channels, c.num_class_embeds, classes.map(|k| k + 1));

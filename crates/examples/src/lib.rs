@@ -108,7 +108,7 @@ impl ModelArgs {
                     bail!("--raw-weights: a diffusers folder holds one set of weights");
                 }
                 (
-                    training::load_diffusers(dir, device)?,
+                    formats::load_diffusers(dir, device)?,
                     format!("diffusers:{}", dir.display()),
                 )
             }

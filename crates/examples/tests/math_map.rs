@@ -9,6 +9,7 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::classifier_free::*;
     use ::data::*;
     use ::evaluate::*;
+    use ::formats::*;
     use ::forward::*;
     use ::network::*;
     use ::reverse::*;

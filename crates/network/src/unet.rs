@@ -32,8 +32,8 @@ pub enum MidBlockType {
 }
 
 /// A `UNet2DModel` config, in diffusers' vocabulary. Missing fields take
-/// diffusers' defaults; [`UNetConfig::from_diffusers_json`] reads a
-/// diffusers `config.json` and refuses the settings this subset lacks.
+/// diffusers' defaults; `formats::unet_config_from_json` reads a diffusers
+/// `config.json` and refuses the settings this subset lacks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default = "UNetConfig::diffusers_default", deny_unknown_fields)]
 pub struct UNetConfig {
@@ -207,76 +207,7 @@ impl UNetConfig {
         }
         Ok(())
     }
-
-    /// Reads a diffusers `UNet2DModel` config.json. Settings outside this
-    /// subset (a Fourier time embedding, scale-shift norms, other blocks …)
-    /// are refused by name, never ignored.
-    pub fn from_diffusers_json(text: &str) -> Result<Self> {
-        let bad = |m: String| NetworkError::Config(m);
-        let mut map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| bad(format!("config.json: {e}")))?;
-        if let Some(class) = map.remove("_class_name") {
-            if class != "UNet2DModel" {
-                return Err(bad(format!(
-                    "config.json describes a {class}, not a UNet2DModel"
-                )));
-            }
-        }
-        for meta in ["_diffusers_version", "_name_or_path", "num_train_timesteps"] {
-            map.remove(meta);
-        }
-        for (field, only) in DEFAULT_ONLY {
-            let only: serde_json::Value = serde_json::from_str(only).expect("valid literal");
-            if let Some(v) = map.remove(*field) {
-                let same =
-                    v == only || (v.is_number() && only.is_number() && v.as_f64() == only.as_f64());
-                if !same {
-                    return Err(bad(format!(
-                        "UNet2DModel setting {field} = {v} is not supported (this book's UNet supports only {only})"
-                    )));
-                }
-            }
-        }
-        if map.get("attention_head_dim").is_some_and(|v| v.is_array()) {
-            return Err(bad(
-                "attention_head_dim as a list per block is not supported: give one number".into(),
-            ));
-        }
-        let config: Self = serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| bad(format!("config.json: {e}")))?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// A complete diffusers config.json for `UNet2DModel.from_config`.
-    pub fn to_diffusers_json(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("config serialises");
-        let map = v.as_object_mut().expect("a struct is an object");
-        map.insert("_class_name".into(), "UNet2DModel".into());
-        for (field, only) in DEFAULT_ONLY {
-            map.insert(
-                (*field).into(),
-                serde_json::from_str(only).expect("valid literal"),
-            );
-        }
-        serde_json::to_string_pretty(&v).expect("json")
-    }
 }
-
-/// `UNet2DModel` settings that this subset supports only at diffusers' default.
-const DEFAULT_ONLY: &[(&str, &str)] = &[
-    ("center_input_sample", "false"),
-    ("time_embedding_type", "\"positional\""),
-    ("time_embedding_dim", "null"),
-    ("mid_block_scale_factor", "1"),
-    ("downsample_padding", "1"),
-    ("downsample_type", "\"conv\""),
-    ("upsample_type", "\"conv\""),
-    ("act_fn", "\"silu\""),
-    ("attn_norm_num_groups", "null"),
-    ("resnet_time_scale_shift", "\"default\""),
-    ("class_embed_type", "null"),
-];
 
 // ANCHOR: sinusoidal_embedding
 /// diffusers' `get_timestep_embedding`: ω_i = 10000^(−i/(d/2 − shift)),

@@ -131,7 +131,7 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
         })
     };
     let (out_cond, out_uncond) = run(&model);
-    std::fs::write(dir.join("config.json"), cfg.to_diffusers_json()).unwrap();
+    std::fs::write(dir.join("config.json"), formats::unet_config_to_json(&cfg)).unwrap();
     let io = [
         ("x", &x),
         ("t", &t),
@@ -150,7 +150,7 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
     // and its state_dict loads into ours, every tensor used.
     let saved = std::fs::read_to_string(dir.join("saved/config.json")).unwrap();
     assert_eq!(
-        network::UNetConfig::from_diffusers_json(&saved).unwrap(),
+        formats::unet_config_from_json(&saved).unwrap(),
         cfg,
         "[{name}] config.json"
     );

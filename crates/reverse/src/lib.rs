@@ -19,8 +19,6 @@ pub enum ReverseError {
     Network(#[from] network::NetworkError),
     #[error("invalid sampler: {0}")]
     Config(String),
-    #[error("trace {0}")]
-    Trace(String),
 }
 
 pub type Result<T> = std::result::Result<T, ReverseError>;

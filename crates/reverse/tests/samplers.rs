@@ -255,8 +255,8 @@ fn replaying_a_trace_reproduces_every_step_exactly() {
         )
         .unwrap();
         let path = dir.join(format!("{i}.safetensors"));
-        reverse::trace::save(&path, &rec, &s, sampler, Prediction::Epsilon).unwrap();
-        let loaded = reverse::trace::load(&path).unwrap();
+        formats::trace::save(&path, &rec, &s, sampler, Prediction::Epsilon).unwrap();
+        let loaded = formats::trace::load(&path).unwrap();
         assert_eq!(&loaded.sampler, sampler);
         assert_eq!(loaded.records.len(), rec.len());
         for r in &loaded.records {

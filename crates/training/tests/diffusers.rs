@@ -1,8 +1,8 @@
 //! A folder saved by diffusers (UNet2DModel + DDPMScheduler) loads for sampling.
+use formats::load_diffusers;
 use forward::Prediction;
 use std::process::Command;
 use tch::{Device, Tensor};
-use training::load_diffusers;
 
 #[test]
 fn diffusers_folder_loads_with_its_schedule_and_prediction() {
