@@ -2,8 +2,8 @@
 # Regenerates every figure and console output that the book includes
 # (book/figures/*, book/generated/*). Run after changing an example.
 #
-#   scripts/make-figures.sh            # everything (~60 min on 2 cores: it trains small models)
-#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe bench allocator sampling
+#   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
+#   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
 #                                      # guidance one_page classroom intro measuring bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
@@ -44,6 +44,9 @@ part_recipe() { # the recipe A/B's table and chart (the runs: scripts/recipe-ab.
   local chart=()
   grep -q '^[^,]*@' "$GEN/recipe_ab.csv" && chart=(--chart "$FIG/training/recipe_time.png")
   run recipe_report -- --csv "$GEN/recipe_ab.csv" --markdown "$GEN/recipe_ab.md" "${chart[@]}" | strip
+}
+part_ttq() { # our trainer against PyTorch + diffusers at equal CPU time (~30 min on 2 cores)
+  bash scripts/bench/time_to_quality.sh | grep -v '^\(ours\|diffusers\): ' > "$GEN/time_to_quality.txt"
 }
 part_bench() {
   bash scripts/bench/train_throughput.sh 5 20 > "$GEN/train_throughput.txt"
@@ -115,7 +118,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe bench allocator sampling guidance one_page classroom intro measuring bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

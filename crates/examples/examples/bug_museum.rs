@@ -158,12 +158,14 @@ fn main() {
         if training_bugs.iter().any(|k| wanted(k)) {
             let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
             let models = args.out.join("models");
-            let like = &shipped.config;
+            let like = &museum_recipe();
             let steps = args.train_steps;
             let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
             let (x, y) = noise(args.n, seed);
+            let like_schedule = Schedule::new(like.schedule, like.timesteps, device)?;
+            let like_pipe = Pipeline::new(m, &like_schedule, like.prediction);
             let w3 = |model: &dyn NoisePredictor| {
-                guided_sample(pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
+                guided_sample(like_pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
             };
             let load = |path: &Path| training::load_model(path, Weights::Ema, device);
             let correct = w3(&*load(&right)?.model)?;
@@ -207,7 +209,7 @@ fn main() {
             }
             if wanted("no_full_res") {
                 let ModelConfig::Seed(seed) = like.model else {
-                    bail!("the shipped model is not a SeedUNet");
+                    unreachable!("the museum's recipe is a SeedUNet")
                 };
                 let model = ModelConfig::Seed(SeedUNetConfig {
                     full_res_skip: false,
@@ -336,6 +338,37 @@ impl Step for DdimWithoutSigma {
     }
 }
 // ANCHOR_END: bug_ddim_sigma
+
+/// The recipe the museum's small models are trained with: the first shipped
+/// model's (SeedUNet C = 64 with the full-resolution path, ε, lr 2e-3, EMA
+/// 0.995), kept fixed so that the exhibits do not change when the shipped
+/// model does. Exhibit 8 removes its full-resolution path.
+fn museum_recipe() -> TrainConfig {
+    TrainConfig {
+        model: ModelConfig::Seed(SeedUNetConfig {
+            in_channels: 1,
+            channels: 64,
+            num_classes: Some(10),
+            full_res_skip: true,
+        }),
+        schedule: forward::ScheduleKind::Linear,
+        timesteps: 1000,
+        prediction: forward::Prediction::Epsilon,
+        loss_weighting: training::LossWeighting::Uniform,
+        optimizer: training::optim::AdamConfig {
+            lr: 2e-3,
+            ..Default::default()
+        },
+        warmup: 100,
+        lr_schedule: training::LrSchedule::Constant,
+        grad_clip: Some(1.0),
+        ema_decay: 0.995,
+        p_uncond: 0.1,
+        batch_size: 128,
+        seed: 0,
+        dataset: "FashionMnist".into(),
+    }
+}
 
 // ANCHOR: bug_training
 /// Trains (or reuses) a small model with `config`; `unit_range` feeds the

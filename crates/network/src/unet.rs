@@ -232,24 +232,37 @@ pub fn sinusoidal_embedding(
 }
 // ANCHOR_END: sinusoidal_embedding
 
-/// PyTorch's default init for a conv: Kaiming-uniform weights (tch's
-/// default) and a bias uniform in ±1/√fan_in (tch starts it at zero).
+/// PyTorch's default init, which diffusers keeps: weights and biases uniform
+/// in ±1/√fan_in (`kaiming_uniform_(a = √5)`). tch's default draws weights
+/// √6 times wider (Kaiming with the ReLU gain) and starts conv biases at 0,
+/// and a UNet started that way learns several times slower
+/// (`scripts/bench/time_to_quality.sh`).
+fn pytorch_uniform(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
 fn conv(vs: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
     let config = nn::ConvConfig {
         stride,
         padding: k / 2,
-        bs_init: nn::Init::Uniform {
-            lo: -bound,
-            up: bound,
-        },
+        ws_init: pytorch_uniform(cin * k * k),
+        bs_init: pytorch_uniform(cin * k * k),
         ..Default::default()
     };
     nn::conv2d(vs, cin, cout, k, config)
 }
 
 fn linear(vs: nn::Path, cin: i64, cout: i64) -> nn::Linear {
-    nn::linear(vs, cin, cout, Default::default())
+    let config = nn::LinearConfig {
+        ws_init: pytorch_uniform(cin),
+        bs_init: Some(pytorch_uniform(cin)),
+        bias: true,
+    };
+    nn::linear(vs, cin, cout, config)
 }
 
 fn group_norm(vs: nn::Path, c: &UNetConfig, channels: i64) -> nn::GroupNorm {

@@ -427,3 +427,42 @@ fn diffusers_embedding_conventions() {
         shifted[15]
     );
 }
+
+#[test]
+fn unet_weights_start_as_pytorch_and_diffusers_start_them() {
+    // PyTorch's default for Conv2d and Linear (kaiming_uniform_ with a = √5, and
+    // the bias) is uniform in ±1/√fan_in: std = bound/√3. tch's own default is
+    // √6 times wider, and training from it is several times slower.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _u = UNet::new(&vs.root(), UNetConfig::fashion()).unwrap();
+    let vars = vs.variables();
+    let mut checked = 0;
+    for (name, w) in &vars {
+        let size = w.size();
+        if !name.ends_with(".weight") || size.len() < 2 || name.contains("embedding") {
+            continue;
+        }
+        let fan_in: i64 = size[1..].iter().product();
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let max = w.abs().max().double_value(&[]);
+        assert!(
+            max <= bound * (1.0 + 1e-6),
+            "{name}: max |w| = {max}, bound {bound}"
+        );
+        if w.numel() >= 4096 {
+            let std = w.std(true).double_value(&[]);
+            let want = bound / 3f64.sqrt();
+            assert!(
+                (std / want - 1.0).abs() < 0.05,
+                "{name}: std {std}, PyTorch's {want}"
+            );
+        }
+        let bias = &vars[&name.replace(".weight", ".bias")];
+        assert!(
+            bias.abs().max().double_value(&[]) <= bound * (1.0 + 1e-6),
+            "{name}: bias"
+        );
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} conv/linear weights checked");
+}
