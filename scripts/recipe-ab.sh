@@ -50,6 +50,7 @@ unet-a-cosine|lr 2e-3, warm-up 200, cosine decay to 0.1×|--model unet --block-o
 unet-a-ema9995|EMA 0.9995|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.9995 --loss-weighting min-snr-5
 unet-a-b256|batch 256|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 256
 unet-a-b64|batch 64|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 64
+unet-s-pt|unet-s from PyTorch's init (the UNet's init since the fix; rows above: tch's, √6 wider)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 EOF
 )
 COMMON="--dataset fashion-mnist --p-uncond 0.1 --seed 0 --samples 0 --checkpoint-every 250 --keep 1"
