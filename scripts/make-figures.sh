@@ -69,10 +69,14 @@ part_guidance() {
   run guidance_cost -- --checkpoint "$CKPT" | strip > "$GEN/guidance_cost.txt"
 }
 
-part_one_page() {
+part_one_page() { # about six minutes on 2 cores
   mkdir -p "$FIG/one_page"
-  run one_page -- --out "$ROOT/target/figures-one-page" | strip > "$GEN/one_page.txt"
-  cp "$ROOT"/target/figures-one-page/{ddpm,ddim50_guided3}.png "$FIG/one_page/"
+  local o="$ROOT/target/figures-one-page"
+  run one_page -- --out "$o" | strip > "$GEN/one_page.txt"
+  rm -f "$FIG"/one_page/{ddpm,ddim50_guided3}.png
+  run label_grid -- --title "one_page.rs after 1200 steps: two samples per class and sampler" \
+    --input "DDPM-1000=$o/ddpm.safetensors" --input "DDIM-50=$o/ddim50.safetensors" \
+    --input "DDIM-50, w = 3=$o/ddim50_guided3.safetensors" --out "$FIG/one_page/samples.png" | strip
 }
 
 part_classroom() {

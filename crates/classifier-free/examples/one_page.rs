@@ -37,9 +37,10 @@ fn embed(t: &Tensor, d: i64) -> Tensor {
 }
 
 /// A small UNet: two stride-2 convs down, time and class embeddings added at
-/// the bottleneck, a residual middle block, nearest upsampling with a skip.
+/// the bottleneck, a residual middle block, nearest upsampling with a skip,
+/// and one conv of x_t at full resolution (without it, samples stay speckled).
 pub struct Net {
-    convs: Vec<nn::Conv2D>, // down1, down2, mid, up2, up1, out
+    convs: Vec<nn::Conv2D>, // down1, down2, mid, up2, up1, out, full-resolution skip
     norms: Vec<nn::GroupNorm>,
     time: nn::Linear,
     class: nn::Embedding,
@@ -55,6 +56,7 @@ impl Net {
             (2 * c, c, 1),
             (c, c, 1),
             (c, 1, 1),
+            (1, c, 1), // x_t at full resolution, added before the output conv
         ];
         let convs = shapes.iter().enumerate().map(|(i, &(cin, cout, stride))| {
             let cfg = nn::ConvConfig {
@@ -87,7 +89,7 @@ impl Net {
         let h = block(1, &d1) + cond.unsqueeze(-1).unsqueeze(-1);
         let h = &h + block(2, &h);
         let h = block(3, &up(&h)) + d1;
-        self.convs[5].forward(&block(4, &up(&h)))
+        self.convs[5].forward(&(block(4, &up(&h)) + self.convs[6].forward(x)))
     }
 }
 
@@ -110,11 +112,7 @@ pub fn ddpm_step(
     z: &Tensor,
 ) -> Tensor {
     let (b, a) = (betas.double_value(&[t]), ab.double_value(&[t]));
-    let a_prev = if t > 0 {
-        ab.double_value(&[t - 1])
-    } else {
-        1.0
-    };
+    let a_prev = (t > 0).then(|| ab.double_value(&[t - 1])).unwrap_or(1.0);
     let mean =
         x0 * (a_prev.sqrt() * b / (1.0 - a)) + x * ((1.0 - b).sqrt() * (1.0 - a_prev) / (1.0 - a));
     let var = b * (1.0 - a_prev) / (1.0 - a); // β̃_t, 0 at t = 0
@@ -293,7 +291,9 @@ fn main() {
         ("ddim50", Some((50, 0.0)), 1.0),
         ("ddim50_guided3", Some((50, 0.0)), 3.0),
     ] {
-        let x = sample(&net, (&betas, &ab), &y, ddim, w);
+        let x = sample(&net, (&betas, &ab), &y, ddim, w).to_device(Device::Cpu);
         save_grid(&x, K, &format!("{out}/{name}.png"));
+        let tensors = [("images", &x), ("labels", &y.to_device(Device::Cpu))];
+        Tensor::write_safetensors(&tensors, format!("{out}/{name}.safetensors")).expect("write");
     }
 }
