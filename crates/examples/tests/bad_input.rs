@@ -556,6 +556,7 @@ fn bad_inputs_get_one_clear_line_and_destroy_nothing() {
         println!("  {class:<14} {n:>3} cases, {failed} failed");
     }
     let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(fixtures());
     assert!(total >= 60, "only {total} cases");
     assert!(
         failures.is_empty(),
