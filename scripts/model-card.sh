@@ -32,7 +32,8 @@ for spec in ddim:20 ddim:50 ddpm:1000; do
     if [ -f "$f" ] && [ "$f" -nt "$MODEL" ]; then continue; fi
     echo "==> $sampler-$steps, w = $w, n = $N"
     start=$(date +%s)
-    "$bin/sample" --pretrained fashion-cfg --sampler "$sampler" --steps "$steps" --guidance "$w" \
+    steps_flag=(); [ "$sampler" = ddim ] && steps_flag=(--steps "$steps")   # DDPM takes all T steps
+    "$bin/sample" --pretrained fashion-cfg --sampler "$sampler" "${steps_flag[@]}" --guidance "$w" \
       --per-class $((N / 10)) --seed 0 --no-grid --save-tensors "$f" --device cpu
     echo "    $(( $(date +%s) - start )) s"
   done

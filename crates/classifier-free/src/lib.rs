@@ -29,13 +29,17 @@ pub fn guided_eps(eps_uncond: &Tensor, eps_cond: &Tensor, w: f64) -> Tensor {
 pub enum GuidanceError {
     #[error("guidance scale w = {0} is negative (it extrapolates away from the class); pass --allow-negative-guidance if that is what you want")]
     Negative(f64),
-    #[error("guidance scale w = {0} is not a finite number")]
+    #[error("guidance scale w = {0} is out of range: use a finite w with |w| ≤ {MAX_GUIDANCE} (the book's sweeps stay below 10)")]
     NotFinite(f64),
     #[error("guidance needs a class-conditional model (this one has no classes)")]
     Unconditional,
-    #[error("class {class} is out of range: this model has classes 0..{num_classes}")]
+    #[error("class {class} is out of range: this model has classes 0 to {}", num_classes - 1)]
     Class { class: i64, num_classes: i64 },
 }
+
+/// The largest |w| a [`Guided`] accepts: far beyond any useful scale, small
+/// enough that ε̂ stays finite in float32.
+pub const MAX_GUIDANCE: f64 = 100.0;
 
 /// A guided predictor: any [`NoisePredictor`] with scale w. It is itself a
 /// `NoisePredictor`, so every sampler (and the trace recorder) takes it as is.
@@ -52,7 +56,7 @@ impl<'a> Guided<'a> {
         w: f64,
         allow_negative: bool,
     ) -> Result<Self, GuidanceError> {
-        if !w.is_finite() {
+        if !(w.is_finite() && w.abs() <= MAX_GUIDANCE) {
             return Err(GuidanceError::NotFinite(w));
         }
         if w < 0.0 && !allow_negative {

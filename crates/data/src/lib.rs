@@ -245,7 +245,14 @@ mod tensors {
     }
 
     fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
-        [dir.join(format!("{stem}.gz")), dir.join(stem)]
+        let candidates = [dir.join(format!("{stem}.gz")), dir.join(stem)];
+        if let Some(d) = candidates.iter().find(|p| p.is_dir()) {
+            return Err(DataError::Format {
+                path: d.clone(),
+                problem: "is a folder, not a data file: replace it by the file".into(),
+            });
+        }
+        candidates
             .into_iter()
             .find(|p| p.is_file())
             .ok_or_else(|| DataError::MissingFile {

@@ -86,7 +86,10 @@ impl Trained {
 
     /// Loads weights written by [`Trained::save`].
     pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let ck = training::checkpoint::load(path, device)?;
+        let ck = training::checkpoint::load(path, device).map_err(|e| match e {
+            training::TrainError::Checkpoint(m) => EvalError::Input(format!("classifier file {m}")),
+            e => e.into(),
+        })?;
         if ck.metadata.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(EvalError::Input(format!(
                 "{}: not a classifier file (metadata format is not '{FORMAT}')",

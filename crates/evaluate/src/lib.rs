@@ -50,7 +50,10 @@ pub struct Samples {
 
 /// Reads an `images` / `labels` file written by `sample --save-tensors`.
 pub fn read_samples(path: &Path) -> Result<Samples> {
-    let ck = training::checkpoint::load(path, Device::Cpu)?;
+    let ck = training::checkpoint::load(path, Device::Cpu).map_err(|e| match e {
+        training::TrainError::Checkpoint(m) => EvalError::Input(format!("sample file {m}")),
+        e => e.into(),
+    })?;
     let get = |name: &str| {
         ck.tensors
             .get(name)
@@ -102,8 +105,13 @@ pub fn check_samples(images: &Tensor, labels: &Tensor) -> Result<()> {
         return bad("images contain NaN or infinity".into());
     }
     if lo < -1.0 - 1e-4 || hi > 1.0 + 1e-4 {
+        let fix = if lo >= 0.0 && hi <= 255.0 && hi > 1.5 {
+            "scale [0, 255] data by x/127.5 − 1"
+        } else {
+            "samples drawn with --no-clip can leave [−1, 1]: clamp them to [−1, 1], or sample without --no-clip"
+        };
         return bad(format!(
-            "image values span [{lo:.3}, {hi:.3}]: expected [−1, 1] (scale [0, 1] data by 2x − 1, [0, 255] by x/127.5 − 1)"
+            "image values span [{lo:.3}, {hi:.3}]: expected [−1, 1] ({fix})"
         ));
     }
     if labels.size() != [n] || labels.kind() != Kind::Int64 {

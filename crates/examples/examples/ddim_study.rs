@@ -5,13 +5,14 @@
 //!   - interpolation: slerp between two latents, decoded with DDIM.
 //!
 //! cargo run --release --example ddim_study -- --checkpoint FILE --out out/ddim
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Parser;
 use examples::{DeviceArgs, ModelArgs};
 use reverse::{Pipeline, Sampler, Spacing, TimestepGrid, Variance};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(about = "Cost, grids, inversion and interpolation for DDIM on one checkpoint")]
@@ -49,12 +50,30 @@ fn ddim_noclip(steps: usize) -> Sampler {
 fn main() {
     util::run(|| {
         let a = Args::parse();
+        if a.n < 2 {
+            bail!("--n {}: the interpolation needs at least 2 images", a.n);
+        }
+        // Every input and output, checked before any work.
+        let mut outs = OutputSet::new();
+        a.model.register(&mut outs)?;
+        let mut files = std::collections::HashMap::new();
+        for f in [
+            "steps.png",
+            "grids.png",
+            "inversion.png",
+            "interpolation.png",
+        ] {
+            files.insert(f, outs.output("--out", &a.out.join(f), Format::Png)?);
+        }
         let device = a.device.device()?;
         let model = a.model.load(device)?;
         let m = &model.loaded;
         let cfg = &m.config;
         let s = &model.schedule;
-        std::fs::create_dir_all(&a.out)?;
+        if cfg.image_shape() != [1, 28, 28] {
+            bail!("ddim_study measures 1×28×28 models against Fashion-MNIST; this one makes {:?} images", cfg.image_shape());
+        }
+        examples::check_sampling_memory(a.n, cfg.image_shape(), a.n, 0)?;
         let k = cfg.model.num_classes().unwrap_or(10);
         let y = cfg
             .model
@@ -74,9 +93,9 @@ fn main() {
                 None => String::new(),
             })
             .collect();
-        let save = |x: &Tensor, title: &str, rows: Vec<String>, cols: &[String], file: &str| {
+        let mut save = |x: &Tensor, title: &str, rows: Vec<String>, cols: &[String], file: &str| {
             let labels = util::GridLabels::new(title, rows, cols.to_vec());
-            util::save_labelled_grid(x, &labels, 3, &a.out.join(file))
+            outs.write(files[file], &util::labelled_grid_png(x, &labels, 3)?)
         };
 
         // 1. Cost per image, all samplers on the same noise, in one run.
@@ -170,6 +189,11 @@ fn main() {
 
         // 3. Inversion of real test images.
         let test = data::load_mnist_like(&a.data_dir, data::Split::Test)?;
+        let what = format!("the test set in {}", a.data_dir.display());
+        examples::check_images(&test.images, [1, 28, 28], &what)?;
+        if test.len() < a.n {
+            bail!("{what} holds {} images, fewer than --n {}", test.len(), a.n);
+        }
         let x0 = test.images.narrow(0, 0, a.n).to_device(device);
         let y0 = cfg
             .model
@@ -229,7 +253,11 @@ fn main() {
             ws.iter().map(|w| format!("{w:.2}")).collect(),
         )
         .col_title("fraction of the way from the first noise to the second");
-        util::save_labelled_grid(&strip, &labels, 3, &a.out.join("interpolation.png"))?;
+        outs.write(
+            files["interpolation.png"],
+            &util::labelled_grid_png(&strip, &labels, 3)?,
+        )?;
+        outs.commit()?;
         println!(
             "\nwrote {}/{{steps,grids,inversion,interpolation}}.png",
             a.out.display()

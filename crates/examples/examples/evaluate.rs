@@ -6,13 +6,14 @@
 //! `sample --save-tensors` writes). Prints one row per file — conditional
 //! accuracy, Fréchet distance, precision, recall — under two reference rows
 //! at the same N: real training images (the floor) and clipped noise (the ceiling).
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use evaluate::{Evaluator, Metrics};
 use examples::DeviceArgs;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(
@@ -44,18 +45,44 @@ struct Args {
     device: DeviceArgs,
 }
 
+/// Real images the reference statistics need, at the least: below this the
+/// test set's covariance (and so every Fréchet distance) is noise.
+const MIN_REFERENCE: i64 = 1000;
+
 fn main() {
     util::run(|| {
         let args = Args::parse();
+        // Every input and output, checked before the slow work.
+        let mut outs = OutputSet::new();
+        for p in &args.samples {
+            outs.input("--samples", p)?;
+        }
+        if let Some(p) = &args.classifier {
+            outs.input("--classifier", p)?;
+        }
+        let md_out = args
+            .markdown
+            .as_ref()
+            .map(|p| outs.output("--markdown", p, Format::Markdown))
+            .transpose()?;
+        let csv_out = args
+            .csv
+            .as_ref()
+            .map(|p| outs.output("--csv", p, Format::Csv))
+            .transpose()?;
         let device = args.device.device()?;
         // Read and check every file before the slow work.
-        let mut files = Vec::new();
+        let mut files: Vec<(String, evaluate::Samples)> = Vec::new();
         for path in &args.samples {
             let s = evaluate::read_samples(path)?;
-            let name = evaluate::describe(&s.metadata).unwrap_or_else(|| {
-                path.file_stem()
-                    .map_or("samples".into(), |s| s.to_string_lossy().into())
-            });
+            let stem = path
+                .file_stem()
+                .map_or("samples".into(), |s| s.to_string_lossy().into_owned());
+            let mut name = evaluate::describe(&s.metadata).unwrap_or_else(|| stem.clone());
+            // Two files, one label: tell them apart by file name.
+            if files.iter().any(|(n, _)| *n == name) {
+                name = format!("{name} ({})", path.display());
+            }
             files.push((name, s));
         }
         let classifier = match &args.classifier {
@@ -63,12 +90,22 @@ fn main() {
             None => evaluate::pretrained::classifier(device)?,
         };
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
+        let what = format!("the test set in {}", args.data_dir.display());
+        examples::check_images(&test.images, [1, 28, 28], &what)?;
+        if test.len() < MIN_REFERENCE {
+            bail!("{what} holds {} images: the reference statistics need at least {MIN_REFERENCE} real images (Fashion-MNIST's has 10 000)", test.len());
+        }
         let ev = Evaluator::new(classifier, &test.images);
 
         let mut rows: Vec<(String, Metrics)> = Vec::new();
         if !args.no_reference {
             let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
+            let what = format!("the training set in {}", args.data_dir.display());
+            examples::check_images(&train.images, [1, 28, 28], &what)?;
             let sizes: BTreeSet<i64> = files.iter().map(|(_, s)| s.images.size()[0]).collect();
+            if let Some(&n) = sizes.iter().next_back().filter(|&&n| n > train.len()) {
+                bail!("{what} holds {} images, fewer than the {n} samples its reference row must match: pass --no-reference or use the full training set", train.len());
+            }
             for n in sizes {
                 rows.extend(evaluate::reference_rows(&ev, &train, n, args.seed as i64)?);
             }
@@ -83,14 +120,14 @@ fn main() {
             ));
         }
 
+        if let Some(id) = md_out {
+            outs.write(id, table(&rows, true).as_bytes())?;
+        }
+        if let Some(id) = csv_out {
+            outs.write(id, &csv_bytes(&rows)?)?;
+        }
+        outs.commit()?;
         print!("{}", table(&rows, false));
-        if let Some(path) = &args.markdown {
-            util::write_atomic(path, table(&rows, true).as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        if let Some(path) = &args.csv {
-            write_csv(path, &rows)?;
-        }
         Ok(())
     })
 }
@@ -146,20 +183,31 @@ fn table(rows: &[(String, Metrics)], markdown: bool) -> String {
         line(&rule);
     }
     for (name, m) in rows {
-        line(&cells(name, m));
+        // A | in a name would end the Markdown cell early.
+        let name = if markdown {
+            name.replace('|', "\\|")
+        } else {
+            name.clone()
+        };
+        line(&cells(&name, m));
     }
     out
 }
 
-fn write_csv(path: &std::path::Path, rows: &[(String, Metrics)]) -> Result<()> {
-    let mut text = String::from("samples,n,accuracy,frechet,precision,recall\n");
+/// The rows as CSV, quoted by the csv crate (names may hold commas or quotes).
+fn csv_bytes(rows: &[(String, Metrics)]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["samples", "n", "accuracy", "frechet", "precision", "recall"])?;
     for (name, m) in rows {
         let acc = m.accuracy.map_or(String::new(), |a| format!("{a}"));
-        let _ = writeln!(
-            text,
-            "\"{name}\",{},{acc},{},{},{}",
-            m.n, m.frechet, m.precision, m.recall
-        );
+        w.write_record([
+            name.clone(),
+            m.n.to_string(),
+            acc,
+            m.frechet.to_string(),
+            m.precision.to_string(),
+            m.recall.to_string(),
+        ])?;
     }
-    util::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }

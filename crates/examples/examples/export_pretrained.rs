@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(about = "Export the EMA weights of a checkpoint for shipping")]
@@ -29,14 +30,20 @@ struct Args {
 fn main() {
     util::run(|| {
         let args = Args::parse();
+        // The input and the output, checked before anything is read.
+        let mut outs = OutputSet::new();
+        outs.input("--checkpoint", &args.checkpoint)?;
+        let out = outs.output("--out", &args.out, Format::Safetensors)?;
         let mut notes = BTreeMap::new();
         notes.insert("train_command".into(), args.command.clone());
         notes.insert("hardware".into(), args.hardware.clone());
         if let Some(secs) = seconds_at_checkpoint(&args.checkpoint)? {
             notes.insert("train_seconds".into(), format!("{secs:.0}"));
         }
-        training::pretrained::export(&args.checkpoint, &args.out, notes)?;
-        let bytes = std::fs::metadata(&args.out)?.len();
+        let bytes = training::pretrained::export_bytes(&args.checkpoint, notes)?;
+        outs.write(out, &bytes)?;
+        outs.commit()?;
+        let bytes = bytes.len();
         println!(
             "wrote {} ({:.2} MB)",
             args.out.display(),

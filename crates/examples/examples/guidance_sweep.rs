@@ -5,14 +5,15 @@
 //!
 //! Writes into --out: sweep.png (rows = classes, columns = scales, same noise
 //! across a row), sweep.csv (scale, class, diversity) and diversity.png.
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Parser;
 use classifier_free::{Classes, Guided};
 use examples::{DeviceArgs, ModelArgs};
 use reverse::{Pipeline, Sampler};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
-use util::plot::{line_panels, Series};
+use util::outputs::{Format, OutputSet};
+use util::plot::{line_panels_png, Series};
 
 #[derive(Parser)]
 #[command(about = "Sample one checkpoint at several guidance scales and measure diversity")]
@@ -65,6 +66,15 @@ fn main() {
                 a.per_class
             );
         }
+        if a.scales.is_empty() {
+            bail!("--scales: give at least one guidance scale");
+        }
+        // Every input and output, checked before any work.
+        let mut outs = OutputSet::new();
+        a.model.register(&mut outs)?;
+        let sweep_png = outs.output("--out", &a.out.join("sweep.png"), Format::Png)?;
+        let sweep_csv = outs.output("--out", &a.out.join("sweep.csv"), Format::Csv)?;
+        let diversity_png = outs.output("--out", &a.out.join("diversity.png"), Format::Png)?;
         let device = a.device.device()?;
         let model = a.model.load(device)?;
         let m = &model.loaded;
@@ -81,12 +91,22 @@ fn main() {
         }
         let s = &model.schedule;
         let sampler = Sampler::ddim(a.steps);
+        sampler.grid(cfg.timesteps)?; // checks --steps before any work
+                                      // Check every scale before the first one is sampled.
+        for &w in &a.scales {
+            Guided::new(&*m.model, w, a.allow_negative_guidance)?;
+        }
+        examples::check_sampling_memory(
+            a.per_class.saturating_mul(k),
+            cfg.image_shape(),
+            a.per_class.saturating_mul(k),
+            0,
+        )?;
         let y = classifier_free::labels(&Classes::PerClass(a.per_class), k, device)?;
         let n = y.size()[0];
         let [c, h, w] = cfg.image_shape();
         tch::manual_seed(a.seed as i64);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
-        std::fs::create_dir_all(&a.out)?;
 
         let (mut cells, mut rows, mut curve) = (Vec::new(), Vec::new(), Vec::new());
         println!("{:>6} {:>10}   per class", "w", "diversity");
@@ -94,6 +114,8 @@ fn main() {
             let guided = Guided::new(&*m.model, w, a.allow_negative_guidance)?;
             let x0 =
                 Pipeline::new(&guided, s, cfg.prediction).sample(&sampler, &x_big_t, Some(&y))?;
+            util::ensure_finite(&x0, &format!("the samples at w = {w}"))
+                .context("nothing was written: sampling diverged")?;
             let per: Vec<f64> = (0..k)
                 .map(|cl| diversity(&x0.narrow(0, cl * a.per_class, a.per_class)))
                 .collect();
@@ -127,19 +149,15 @@ fn main() {
             a.scales.iter().map(|w| format!("w = {w}")).collect(),
         )
         .col_title("same noise along a row");
-        util::save_labelled_grid(
-            &Tensor::stack(&tiles, 0),
-            &labels,
-            3,
-            &a.out.join("sweep.png"),
+        outs.write(
+            sweep_png,
+            &util::labelled_grid_png(&Tensor::stack(&tiles, 0), &labels, 3)?,
         )?;
-        util::write_csv(
-            &a.out.join("sweep.csv"),
-            &["w", "class", "diversity"],
-            &rows,
+        outs.write(
+            sweep_csv,
+            util::csv_text(&["w", "class", "diversity"], &rows).as_bytes(),
         )?;
-        line_panels(
-            &a.out.join("diversity.png"),
+        let chart = line_panels_png(
             &[(
                 "sample diversity against guidance",
                 "guidance scale w",
@@ -151,6 +169,8 @@ fn main() {
             )],
             (700, 420),
         )?;
+        outs.write(diversity_png, &chart)?;
+        outs.commit()?;
         println!(
             "wrote {}/{{sweep.png, sweep.csv, diversity.png}}",
             a.out.display()

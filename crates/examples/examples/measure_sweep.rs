@@ -17,7 +17,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use util::plot::{line_panels, Series};
+use util::outputs::{Format, OutputSet};
+use util::plot::{line_panels_png, Series};
 
 #[derive(Parser)]
 #[command(about = "Guidance and step sweeps of the shipped model, measured")]
@@ -44,10 +45,28 @@ fn main() {
     util::run(|| {
         let args = Args::parse();
         let device = Device::Cpu;
-        std::fs::create_dir_all(&args.out)?;
+        // Every output, checked before any work.
+        let mut outs = OutputSet::new();
+        let file = |f: &str| args.out.join(f);
+        let guidance_csv = outs.output("--out", &file("guidance.csv"), Format::Csv)?;
+        let guidance_md = outs.output("--out", &file("guidance.md"), Format::Markdown)?;
+        let steps_md = outs.output("--out", &file("steps.md"), Format::Markdown)?;
+        let guidance_png = outs.output("--out", &file("guidance.png"), Format::Png)?;
         let loaded = training::pretrained::fashion_cfg(device)?;
         let schedule = loaded.schedule()?;
+        for &s in &args.steps {
+            Sampler::ddim(s).grid(schedule.steps)?;
+        }
+        for &w in args.guidance.iter().chain([&args.steps_guidance]) {
+            Guided::new(&*loaded.model, w, false)?;
+        }
+        examples::check_sampling_memory(args.n, [1, 28, 28], args.n, 0)?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
+        examples::check_images(
+            &test.images,
+            [1, 28, 28],
+            &format!("the test set in {}", args.data_dir.display()),
+        )?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
         let n = args.n / 10 * 10;
         let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
@@ -74,6 +93,7 @@ fn main() {
                 bar.inc(passes(w) as u64)
             })?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+            util::ensure_finite(&x0, &format!("the DDIM-{steps} samples at w = {w}"))?;
             Ok((ev.evaluate(&x0, &y, args.seed as i64)?, ms))
         };
 
@@ -100,12 +120,11 @@ fn main() {
                 m.frechet, m.precision, m.recall
             );
         }
-        util::write_csv(
-            &args.out.join("guidance.csv"),
-            &["w", "accuracy", "frechet", "precision", "recall"],
-            &csv,
+        outs.write(
+            guidance_csv,
+            util::csv_text(&["w", "accuracy", "frechet", "precision", "recall"], &csv).as_bytes(),
         )?;
-        util::write_atomic(&args.out.join("guidance.md"), md.as_bytes())?;
+        outs.write(guidance_md, md.as_bytes())?;
         print!("DDIM-50, n = {n}\n{md}");
 
         let mut md = String::from("| sampler | network calls | ms / image (2-core CPU) | accuracy | FD | precision | recall |\n|---|---:|---:|---:|---:|---:|---:|\n");
@@ -120,15 +139,14 @@ fn main() {
                 m.recall
             );
         }
-        util::write_atomic(&args.out.join("steps.md"), md.as_bytes())?;
+        outs.write(steps_md, md.as_bytes())?;
         print!("\nw = {}, n = {n}\n{md}", args.steps_guidance);
 
         let series = |col: usize, name: &str| Series {
             name: name.into(),
             points: csv.iter().map(|r| (r[0], r[col])).collect(),
         };
-        line_panels(
-            &args.out.join("guidance.png"),
+        let chart = line_panels_png(
             &[
                 (
                     "agreement and coverage (higher is better)",
@@ -149,6 +167,8 @@ fn main() {
             ],
             (1000, 420),
         )?;
+        outs.write(guidance_png, &chart)?;
+        outs.commit()?;
         println!("wrote {}", args.out.join("guidance.png").display());
         Ok(())
     })

@@ -13,8 +13,9 @@ use examples::{DeviceArgs, ModelArgs, SamplerArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
 use reverse::{Pipeline, Sampler, StepRecord};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Kind, Tensor};
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(about = "Draw samples from a checkpoint with DDPM or DDIM")]
@@ -23,9 +24,10 @@ struct Args {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplerArgs,
-    /// Number of images (without --class / --per-class: classes cycle 0, 1, …).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
-    n: i64,
+    /// Number of images (default 20; classes cycle 0, 1, …). Not with
+    /// --class / --per-class, which set the number themselves.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..), conflicts_with_all = ["class", "per_class"])]
+    n: Option<i64>,
     /// Classifier-free guidance scale w (1 = plain conditional, 0 = unconditional).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     guidance: f64,
@@ -33,16 +35,21 @@ struct Args {
     #[arg(long)]
     allow_negative_guidance: bool,
     /// Sample these classes (comma-separated), one image each.
-    #[arg(long, value_delimiter = ',', conflicts_with = "per_class")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "per_class",
+        allow_negative_numbers = true
+    )]
     class: Vec<i64>,
     /// Sample k images of every class.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     per_class: Option<i64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The image grid (PNG).
-    #[arg(long, default_value = "out/samples.png")]
-    out: PathBuf,
+    /// The image grid (PNG; default out/samples.png).
+    #[arg(long, conflicts_with = "no_grid")]
+    out: Option<PathBuf>,
     /// Do not write the image grid (for large --n).
     #[arg(long)]
     no_grid: bool,
@@ -68,8 +75,39 @@ struct Args {
 fn main() {
     util::run(|| {
         let args = Args::parse();
+        let sampler = args.sampling.sampler()?;
+        // Every input and output, checked before any work.
+        let mut outs = OutputSet::new();
+        args.model.register(&mut outs)?;
+        let out_path = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("out/samples.png"));
+        let grid_out = (!args.no_grid)
+            .then(|| outs.output("--out", &out_path, Format::Png))
+            .transpose()?;
+        let tensors_out = args
+            .save_tensors
+            .as_ref()
+            .map(|p| outs.output("--save-tensors", p, Format::Safetensors))
+            .transpose()?;
+        let trace_out = args
+            .trace
+            .as_ref()
+            .map(|p| outs.output("--trace", p, Format::Safetensors))
+            .transpose()?;
+        let trajectory_out = args
+            .trajectory
+            .as_ref()
+            .map(|p| outs.output("--trajectory", p, Format::Png))
+            .transpose()?;
+        let gif_out = args
+            .gif
+            .as_ref()
+            .map(|p| outs.output("--gif", p, Format::Gif))
+            .transpose()?;
+
         let device = args.device.device()?;
-        let sampler = args.sampling.sampler();
         let model = args.model.load(device)?;
         let (loaded, schedule, source) = (&model.loaded, &model.schedule, &model.source);
         let cfg = &loaded.config;
@@ -81,6 +119,26 @@ fn main() {
             ([], Some(k)) => Some(Classes::PerClass(k)),
             (list, _) => Some(Classes::List(list.to_vec())),
         };
+        let n_default = args.n.unwrap_or(20);
+        // How many images, before any of them (or their labels) is allocated.
+        let n = match (&request, cfg.model.num_classes()) {
+            (Some(Classes::PerClass(per)), Some(k)) => per.checked_mul(k).unwrap_or(i64::MAX),
+            (Some(Classes::List(l)), _) => l.len() as i64,
+            _ => n_default,
+        };
+        let want_trace = trace_out.is_some() || gif_out.is_some() || trajectory_out.is_some();
+        if want_trace && n > args.batch_size {
+            bail!(
+                "--trace/--gif/--trajectory keep every step in memory: use --n ≤ --batch-size ({})",
+                args.batch_size
+            );
+        }
+        examples::check_sampling_memory(
+            n,
+            [c, h, w],
+            args.batch_size,
+            if want_trace { grid.len() } else { 0 },
+        )?;
         let (labels, cols) = match (cfg.model.num_classes(), &request) {
             (Some(k), Some(req)) => {
                 let l = classifier_free::labels(req, k, device)?;
@@ -92,15 +150,14 @@ fn main() {
                 (Some(l), cols)
             }
             (Some(k), None) => (
-                Some(Tensor::arange(args.n, (Kind::Int64, device)).remainder(k)),
-                k.min(args.n),
+                Some(Tensor::arange(n, (Kind::Int64, device)).remainder(k)),
+                k.min(n),
             ),
             (None, Some(_)) => bail!(
                 "--class/--per-class need a class-conditional model; this checkpoint has none"
             ),
-            (None, None) => (None, 10.min(args.n)),
+            (None, None) => (None, 10.min(n)),
         };
-        let n = labels.as_ref().map_or(args.n, |l| l.size()[0]);
         let guided;
         let predictor: &dyn NoisePredictor = if args.guidance != 1.0 {
             guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?;
@@ -114,13 +171,6 @@ fn main() {
 
         tch::manual_seed(args.seed as i64);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
-        let want_trace = args.trace.is_some() || args.gif.is_some() || args.trajectory.is_some();
-        if want_trace && n > args.batch_size {
-            bail!(
-                "--trace/--gif/--trajectory keep every step in memory: use --n ≤ --batch-size ({})",
-                args.batch_size
-            );
-        }
         let chunks = x_big_t.split(args.batch_size, 0);
         let bar = ProgressBar::new(grid.len() as u64 * chunks.len() as u64);
         bar.set_style(ProgressStyle::with_template(
@@ -143,26 +193,26 @@ fn main() {
         }
         let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();
+        util::ensure_finite(&x0, "the samples").context(
+            "nothing was written: the weights or the settings (--guidance, --eta, --no-clip) make sampling diverge",
+        )?;
 
         let of = model.describe();
         let what = format!(
             "{n} samples, {sampler:?}, guidance w = {}, {of}",
             args.guidance
         );
-        if args.no_grid {
-            println!("sampled {what}");
-        } else {
+        let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
+        if let Some(id) = grid_out {
             let name = sampler_name(&sampler, grid.len());
             let title = if args.guidance == 1.0 {
                 name
             } else {
                 format!("{name}, guidance w = {}", args.guidance)
             };
-            let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
-            save_grid(&x0, cols, names.as_deref(), &title, &args.out)?;
-            println!("wrote {} ({what})", args.out.display());
+            outs.write(id, &grid_png(&x0, cols, names.as_deref(), &title)?)?;
         }
-        if let Some(path) = &args.save_tensors {
+        if let Some(id) = tensors_out {
             let y = labels.as_ref().map_or_else(
                 || Tensor::full([n], -1, (Kind::Int64, device)),
                 Tensor::shallow_clone,
@@ -172,26 +222,39 @@ fn main() {
                 ("labels".to_string(), y),
             ];
             let mut meta = std::collections::BTreeMap::new();
+            meta.insert("format".into(), "diffusion-executed/samples-v1".into());
             meta.insert("checkpoint".into(), source.clone());
             meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
             meta.insert("steps".into(), grid.len().to_string());
             meta.insert("seed".into(), args.seed.to_string());
             meta.insert("guidance".into(), args.guidance.to_string());
-            training::checkpoint::save(path, &tensors, &meta)?;
-            println!("wrote {}", path.display());
+            outs.write(id, &util::safetensors::to_bytes(&tensors, &meta)?)?;
         }
-        if let Some(path) = &args.trace {
-            formats::trace::save(path, &records, schedule, &sampler, cfg.prediction)?;
-            println!("wrote {} ({} steps)", path.display(), records.len());
+        if let Some(id) = trace_out {
+            let bytes = formats::trace::to_bytes(&records, schedule, &sampler, cfg.prediction)?;
+            outs.write(id, &bytes)?;
         }
-        if let Some(path) = &args.trajectory {
-            let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
-            trajectory(&records, names.as_deref(), path)?;
-            println!("wrote {}", path.display());
+        if let Some(id) = trajectory_out {
+            outs.write(id, &trajectory(&records, names.as_deref())?)?;
         }
-        if let Some(path) = &args.gif {
-            gif(&records, &x0, cols, path)?;
-            println!("wrote {}", path.display());
+        if let Some(id) = gif_out {
+            outs.write(id, &gif(&records, &x0, cols)?)?;
+        }
+        outs.commit()?;
+        if args.no_grid {
+            println!("sampled {what}");
+        } else {
+            println!("wrote {} ({what})", out_path.display());
+        }
+        for (p, extra) in [
+            (&args.save_tensors, String::new()),
+            (&args.trace, format!(" ({} steps)", records.len())),
+            (&args.trajectory, String::new()),
+            (&args.gif, String::new()),
+        ] {
+            if let Some(p) = p {
+                println!("wrote {}{extra}", p.display());
+            }
         }
         Ok(())
     })
@@ -223,13 +286,7 @@ fn class_names(labels: &Tensor, dataset: &str) -> Vec<String> {
 /// The samples in rows of `cols`, labelled: a column (or, failing that, a
 /// row) whose images all have one class gets that class's name. A last,
 /// short row is filled with blank (white) cells.
-fn save_grid(
-    x0: &Tensor,
-    cols: i64,
-    names: Option<&[String]>,
-    title: &str,
-    path: &Path,
-) -> Result<()> {
+fn grid_png(x0: &Tensor, cols: i64, names: Option<&[String]>, title: &str) -> Result<Vec<u8>> {
     let n = x0.size()[0];
     let rows = (n + cols - 1) / cols;
     let mut tiles = x0.shallow_clone();
@@ -262,16 +319,15 @@ fn save_grid(
             .map(|r| shared(&mut (0..cols).map(|c| r * cols + c)))
             .collect()
     };
-    util::save_labelled_grid(
+    util::labelled_grid_png(
         &tiles,
         &util::GridLabels::new(title, row_labels, col_labels),
         3,
-        path,
     )
 }
 
 /// Rows = the first (up to) 6 samples; columns = 8 steps of x_t, then the same 8 steps of x̂_0.
-fn trajectory(records: &[StepRecord], names: Option<&[String]>, path: &Path) -> Result<()> {
+fn trajectory(records: &[StepRecord], names: Option<&[String]>) -> Result<Vec<u8>> {
     let rows = records[0].x_t.size()[0].min(6);
     let cols = picks(records.len(), 8);
     let mut tiles = Vec::new();
@@ -296,12 +352,12 @@ fn trajectory(records: &[StepRecord], names: Option<&[String]>, path: &Path) -> 
         row_labels,
         col_labels,
     );
-    util::save_labelled_grid(&Tensor::stack(&tiles, 0), &labels, 2, path)
+    util::labelled_grid_png(&Tensor::stack(&tiles, 0), &labels, 2)
 }
 
 /// One frame per ~2% of the steps, each a grid of the current x_t, ending on
 /// the final samples (held for a second).
-fn gif(records: &[StepRecord], x0: &Tensor, cols: i64, path: &Path) -> Result<()> {
+fn gif(records: &[StepRecord], x0: &Tensor, cols: i64) -> Result<Vec<u8>> {
     use image::codecs::gif::{GifEncoder, Repeat};
     use image::{Delay, Frame};
     let mut bytes = Vec::new();
@@ -331,5 +387,5 @@ fn gif(records: &[StepRecord], x0: &Tensor, cols: i64, path: &Path) -> Result<()
             ))?;
         }
     }
-    util::write_atomic(path, &bytes).context("writing the GIF")
+    Ok(bytes)
 }

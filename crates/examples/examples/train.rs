@@ -16,7 +16,8 @@ use tch::{Kind, Tensor};
 use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
 use training::{LossWeighting, LrSchedule, TrainConfig, TrainError, Trainer};
-use util::plot::{line_panels, Series};
+use util::outputs::{Format, OutputSet};
+use util::plot::{line_panels_png, Series};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Model {
@@ -144,6 +145,29 @@ impl Args {
         if self.checkpoint_every < 1 || self.keep < 1 {
             bail!("--checkpoint-every and --keep must be at least 1");
         }
+        for (flag, v) in [
+            ("--minutes", self.minutes),
+            ("--cpu-minutes", self.cpu_minutes),
+        ] {
+            if let Some(m) = v.filter(|m| !(m.is_finite() && *m > 0.0)) {
+                bail!("{flag} {m}: must be a finite number of minutes above 0");
+            }
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            bail!(
+                "--grad-clip {}: must be a finite norm above 0, or 0 to turn clipping off",
+                self.grad_clip
+            );
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_fraction) {
+            bail!(
+                "--final-lr-fraction {}: must be a number from 0 to 1",
+                self.final_lr_fraction
+            );
+        }
+        if self.samples < 0 {
+            bail!("--samples {}: must be 0 (no grid) or more", self.samples);
+        }
         Ok(())
     }
 
@@ -180,7 +204,7 @@ impl Args {
                     final_fraction: self.final_lr_fraction,
                 },
             },
-            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            grad_clip: (self.grad_clip != 0.0).then_some(self.grad_clip),
             ema_decay: self.ema_decay,
             p_uncond: if self.unconditional {
                 0.0
@@ -255,8 +279,17 @@ fn main() {
             dir: args.out.clone(),
             keep: args.keep,
         };
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create {}", args.out.display()))?;
+        // A folder this run creates goes again if the run fails before
+        // writing anything into it (dropped after the lock, so it is empty).
+        let _created = (!args.out.exists()).then(|| RemoveIfEmpty(args.out.clone()));
+        // One run per folder: a second one is refused, naming this one's PID.
+        let _lock = rot.lock()?;
+        // The figures, checked now (they are written after training).
+        let mut figures = OutputSet::new();
+        let loss_png = figures.output("--out", &args.out.join("loss.png"), Format::Png)?;
+        let samples_png = (args.samples > 0)
+            .then(|| figures.output("--out", &args.out.join("samples.png"), Format::Png))
+            .transpose()?;
 
         let data = args.dataset.load(&args.data_dir, data::Split::Train)?;
         let mut trainer = if args.resume {
@@ -264,7 +297,21 @@ fn main() {
                 .latest()
                 .with_context(|| format!("--resume: no checkpoint in {}", args.out.display()))?;
             println!("resuming from {}", path.display());
-            Trainer::load(&path, device)?
+            let tr = Trainer::load(&path, device).map_err(|e| {
+                match rot.latest_good().filter(|p| *p != path) {
+                    Some(prev) => anyhow::anyhow!("{e}; the previous checkpoint {} loads: move the damaged one away to resume from it", prev.display()),
+                    None => e.into(),
+                }
+            })?;
+            let want = format!("{:?}", args.dataset);
+            if tr.config.dataset != want {
+                bail!(
+                    "--resume: the checkpoints in {} were trained on {}, not {want}: pass the same --dataset, or choose another --out",
+                    args.out.display(),
+                    tr.config.dataset
+                );
+            }
+            tr
         } else {
             if rot.latest().is_some() {
                 bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", args.out.display());
@@ -275,12 +322,13 @@ fn main() {
             )?
         };
         let cfg = trainer.config.clone();
-        if data.images.size()[1] != cfg.model.in_channels() {
+        let what = format!("{:?} in {}", args.dataset, args.data_dir.display());
+        examples::check_images(&data.images, cfg.image_shape(), &what)?;
+        if data.len() < cfg.batch_size {
             bail!(
-                "the checkpoint's model takes {} channels but {:?} has {}",
-                cfg.model.in_channels(),
-                args.dataset,
-                data.images.size()[1]
+                "{what} holds {} images, fewer than one batch ({}): use a smaller --batch-size or a larger data set",
+                data.len(),
+                cfg.batch_size
             );
         }
         let params: i64 = trainer
@@ -330,11 +378,12 @@ fn main() {
                 Ok(l) => l,
                 Err(e @ TrainError::NonFinite { .. }) => {
                     bar.abandon();
+                    // Only a checkpoint that loads whole, every tensor finite, is good.
                     let last = rot
-                        .latest()
+                        .latest_good()
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|| "none yet".into());
-                    bail!("{e}; last good checkpoint: {last}");
+                    bail!("{e}; last good checkpoint: {last} (lower --lr, or keep --grad-clip on)");
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -371,13 +420,34 @@ fn main() {
             cpu(),
             rot.path(trainer.step).display()
         );
-        plot_loss(&log, &args.out.join("loss.png"))?;
-
+        figures.write(loss_png, &plot_loss(&log)?)?;
+        if let Some(id) = samples_png {
+            figures.write(id, &sample_grid(&trainer, args.samples)?)?;
+        }
+        figures.commit()?;
         if args.samples > 0 {
-            sample_grid(&trainer, args.samples, &args.out.join("samples.png"))?;
+            println!(
+                "wrote {} ({} DDPM samples from the EMA weights{})",
+                args.out.join("samples.png").display(),
+                args.samples,
+                if cfg.model.num_classes().is_some() {
+                    ", columns = classes"
+                } else {
+                    ""
+                }
+            );
         }
         Ok(())
     })
+}
+
+/// Removes a folder on drop if it is empty.
+struct RemoveIfEmpty(PathBuf);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 fn read_log(path: &Path) -> Option<Vec<Vec<f64>>> {
@@ -390,13 +460,10 @@ fn read_log(path: &Path) -> Option<Vec<Vec<f64>>> {
     )
 }
 
-fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
-    if log.len() < 2 {
-        return Ok(());
-    }
+/// The loss curve (one point, or none, is still a chart: an empty one).
+fn plot_loss(log: &[Vec<f64>]) -> Result<Vec<u8>> {
     let pts = log.iter().map(|r| (r[0], r[1].ln())).collect();
-    line_panels(
-        path,
+    line_panels_png(
         &[(
             "training loss (mean over 25 steps)",
             "step",
@@ -411,7 +478,7 @@ fn plot_loss(log: &[Vec<f64>], path: &Path) -> Result<()> {
 }
 
 /// A DDPM grid from the EMA weights: two rows per class for a conditional model.
-fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
+fn sample_grid(trainer: &Trainer, n: i64) -> Result<Vec<u8>> {
     let cfg = &trainer.config;
     let device = trainer.vs.device();
     let [c, h, w] = cfg.image_shape();
@@ -457,15 +524,5 @@ fn sample_grid(trainer: &Trainer, n: i64, path: &Path) -> Result<()> {
         vec![String::new(); rows as usize],
         col_labels,
     );
-    util::save_labelled_grid(&tiles, &labels, 3, path)?;
-    println!(
-        "wrote {} ({n} DDPM samples from the EMA weights{})",
-        path.display(),
-        if y.is_some() {
-            ", columns = classes"
-        } else {
-            ""
-        }
-    );
-    Ok(())
+    util::labelled_grid_png(&tiles, &labels, 3)
 }

@@ -8,14 +8,21 @@
 //!   into a [`Model`] that holds the schedule and makes a
 //!   [`reverse::Pipeline`];
 //! - [`SamplerArgs`]: `--sampler ddpm|ddim` and its settings, as a
-//!   [`reverse::Sampler`].
+//!   [`reverse::Sampler`];
+//! - [`check_sampling_memory`] and [`check_images`]: refusals, before any
+//!   work, of runs that cannot fit and data of the wrong size.
+//!
+//! Every example that writes files registers them first in a
+//! [`util::outputs::OutputSet`], which checks them before the work and writes
+//! them all-or-nothing.
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use forward::Schedule;
 use reverse::{Pipeline, Sampler, Spacing, Variance};
 use std::path::PathBuf;
-use tch::Device;
+use tch::{Device, Tensor};
 use training::{LoadedModel, Weights};
+use util::outputs::OutputSet;
 
 /// `--device`.
 #[derive(Args, Debug, Clone)]
@@ -83,6 +90,25 @@ impl Model {
 }
 
 impl ModelArgs {
+    /// Registers the model's files as inputs, so no output can replace them.
+    pub fn register(&self, outs: &mut OutputSet) -> Result<()> {
+        if let Some(p) = &self.checkpoint {
+            outs.input("--checkpoint", p)?;
+        }
+        if let Some(d) = &self.diffusers {
+            for f in [
+                "diffusion_pytorch_model.safetensors",
+                "config.json",
+                "unet/diffusion_pytorch_model.safetensors",
+                "unet/config.json",
+                "scheduler/scheduler_config.json",
+            ] {
+                outs.input("--diffusers", &d.join(f))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(&self, device: Device) -> Result<Model> {
         let weights = if self.raw_weights {
             Weights::Raw
@@ -152,51 +178,102 @@ pub enum SpacingArg {
     Trailing,
 }
 
-/// The sampler and its settings.
+/// The sampler and its settings. A setting of the other sampler is refused
+/// (it would do nothing): `--variance` with DDIM, `--steps`, `--eta` or
+/// `--spacing` with DDPM.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
     pub sampler: SamplerKind,
-    /// DDIM steps S (1..=T); DDPM always takes T.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// DDIM η ≥ 0 (0 = deterministic).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub eta: f64,
-    /// DDIM timestep spacing.
-    #[arg(long, value_enum, default_value_t = SpacingArg::Trailing)]
-    pub spacing: SpacingArg,
-    /// DDPM variance.
-    #[arg(long, value_enum, default_value_t = VarianceArg::Small)]
-    pub variance: VarianceArg,
+    /// DDIM steps S (1..=T, default 50); DDPM always takes T.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM η in [0, 1] (0 = deterministic, the default).
+    #[arg(long, allow_negative_numbers = true)]
+    pub eta: Option<f64>,
+    /// DDIM timestep spacing (default trailing).
+    #[arg(long, value_enum)]
+    pub spacing: Option<SpacingArg>,
+    /// DDPM variance (default small).
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceArg>,
     /// Do not clip x̂_0 to [−1, 1].
     #[arg(long)]
     pub no_clip: bool,
 }
 
 impl SamplerArgs {
-    pub fn sampler(&self) -> Sampler {
+    pub fn sampler(&self) -> Result<Sampler> {
         let clip = !self.no_clip;
-        match self.sampler {
-            SamplerKind::Ddpm => Sampler::Ddpm {
-                variance: match self.variance {
-                    VarianceArg::Small => Variance::FixedSmall,
-                    VarianceArg::Large => Variance::FixedLarge,
-                },
-                clip,
-            },
-            SamplerKind::Ddim => Sampler::Ddim {
-                steps: self.steps,
-                eta: self.eta,
-                spacing: match self.spacing {
-                    SpacingArg::Leading => Spacing::Leading,
-                    SpacingArg::Linspace => Spacing::Linspace,
-                    SpacingArg::Trailing => Spacing::Trailing,
-                },
-                clip,
-            },
-        }
+        Ok(match self.sampler {
+            SamplerKind::Ddpm => {
+                for (flag, given) in [
+                    ("--steps", self.steps.is_some()),
+                    ("--eta", self.eta.is_some()),
+                    ("--spacing", self.spacing.is_some()),
+                ] {
+                    if given {
+                        bail!("{flag} is a DDIM setting and does nothing with --sampler ddpm (which takes all T steps): drop it, or use --sampler ddim");
+                    }
+                }
+                Sampler::Ddpm {
+                    variance: match self.variance.unwrap_or(VarianceArg::Small) {
+                        VarianceArg::Small => Variance::FixedSmall,
+                        VarianceArg::Large => Variance::FixedLarge,
+                    },
+                    clip,
+                }
+            }
+            SamplerKind::Ddim => {
+                if self.variance.is_some() {
+                    bail!("--variance is a DDPM setting and does nothing with --sampler ddim (use --eta for DDIM's noise): drop it, or use --sampler ddpm");
+                }
+                Sampler::Ddim {
+                    steps: self.steps.unwrap_or(50),
+                    eta: self.eta.unwrap_or(0.0),
+                    spacing: match self.spacing.unwrap_or(SpacingArg::Trailing) {
+                        SpacingArg::Leading => Spacing::Leading,
+                        SpacingArg::Linspace => Spacing::Linspace,
+                        SpacingArg::Trailing => Spacing::Trailing,
+                    },
+                    clip,
+                }
+            }
+        })
     }
+}
+
+/// Refuses a sampling run that cannot fit in memory, before anything is
+/// allocated: `n` images of `shape`, sampled `batch` at a time, keeping
+/// `steps` steps of 5 tensors each when a trace is recorded (0 otherwise).
+pub fn check_sampling_memory(n: i64, shape: [i64; 3], batch: i64, steps: usize) -> Result<()> {
+    let image = (shape.iter().product::<i64>() * 4) as f64;
+    // x_T, the finished samples and their concatenation; a batch's
+    // activations (about 64 feature maps per image); a trace's records.
+    let bytes = 3.0 * n as f64 * image
+        + 64.0 * batch.min(n) as f64 * image
+        + 5.0 * steps as f64 * n as f64 * image;
+    util::ensure_memory(
+        bytes,
+        &format!("sampling {n} images"),
+        "use a smaller --n or --per-class (or --batch-size), or sample in several runs with different --seed",
+    )
+}
+
+/// Refuses a data set whose images are not `shape` (C, H, W), or that is
+/// empty, naming `what` it is and where it came from.
+pub fn check_images(images: &Tensor, shape: [i64; 3], what: &str) -> Result<()> {
+    let size = images.size();
+    if size.len() != 4 || size[1..] != shape {
+        bail!(
+            "{what}: images have shape {:?} but {shape:?} (C, H, W) is needed: point at a data set of that size",
+            &size[1.min(size.len())..]
+        );
+    }
+    if size[0] == 0 {
+        bail!("{what}: the data set holds no images: point at one with images");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,7 +297,7 @@ mod tests {
     fn sampler_flags_become_the_sampler() {
         let ddim = parse(&["--steps", "20", "--eta", "0.5", "--spacing", "leading"]).unwrap();
         assert_eq!(
-            ddim.sampler.sampler(),
+            ddim.sampler.sampler().unwrap(),
             Sampler::Ddim {
                 steps: 20,
                 eta: 0.5,
@@ -230,12 +307,21 @@ mod tests {
         );
         let ddpm = parse(&["--sampler", "ddpm", "--variance", "large", "--no-clip"]).unwrap();
         assert_eq!(
-            ddpm.sampler.sampler(),
+            ddpm.sampler.sampler().unwrap(),
             Sampler::Ddpm {
                 variance: Variance::FixedLarge,
                 clip: false
             }
         );
+        // A setting of the other sampler does nothing, so it is refused.
+        for bad in [
+            &["--variance", "large"][..],
+            &["--sampler", "ddpm", "--steps", "10"],
+            &["--sampler", "ddpm", "--eta", "0.5"],
+        ] {
+            let err = parse(bad).unwrap().sampler.sampler().unwrap_err();
+            assert!(err.to_string().contains("does nothing"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

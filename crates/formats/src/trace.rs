@@ -21,6 +21,16 @@ pub fn save(
     sampler: &Sampler,
     prediction: forward::Prediction,
 ) -> Result<()> {
+    util::write_atomic(path, &to_bytes(records, s, sampler, prediction)?)
+}
+
+/// A trace as the bytes of its safetensors file (see [`save`]).
+pub fn to_bytes(
+    records: &[StepRecord],
+    s: &Schedule,
+    sampler: &Sampler,
+    prediction: forward::Prediction,
+) -> Result<Vec<u8>> {
     if records.is_empty() {
         bail!("a trace is empty: nothing was recorded");
     }
@@ -56,7 +66,7 @@ pub fn save(
         "schedule".into(),
         format!("{} T={}", s.kind.name(), s.steps),
     );
-    util::safetensors::save(path, &tensors, &meta)
+    util::safetensors::to_bytes(&tensors, &meta)
 }
 
 /// A trace read back: the records, the sampler and the prediction kind.

@@ -71,9 +71,9 @@ impl Sampler {
                 spacing,
                 ..
             } => {
-                if !(eta >= 0.0 && eta.is_finite()) {
+                if !(0.0..=1.0).contains(&eta) {
                     return Err(ReverseError::Config(format!(
-                        "η = {eta}: must be a number ≥ 0"
+                        "η = {eta} (--eta) is out of range: DDIM's η must be finite and between 0 (deterministic) and 1 (DDPM-like)"
                     )));
                 }
                 TimestepGrid::new(total, steps, spacing)

@@ -190,15 +190,80 @@ impl TrainConfig {
                 self.batch_size
             ));
         }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad(format!("ema_decay = {}: must be in [0, 1)", self.ema_decay));
+        // Every float must be finite and in range: a NaN passes no `<` test,
+        // so each check is written as "inside the range", never "not outside".
+        let within =
+            |name: &str, flag: &str, v: f64, lo: f64, hi: f64, open_lo: bool, range: &str| {
+                let ok = v.is_finite() && v <= hi && if open_lo { v > lo } else { v >= lo };
+                if ok {
+                    Ok(())
+                } else {
+                    bad(format!(
+                        "{name} = {v} ({flag}): must be a finite number in {range}"
+                    ))
+                }
+            };
+        let o = &self.optimizer;
+        within("lr", "--lr", o.lr, 0.0, 1.0, true, "(0, 1]")?;
+        within(
+            "weight_decay",
+            "--weight-decay",
+            o.weight_decay,
+            0.0,
+            1.0,
+            false,
+            "[0, 1]",
+        )?;
+        within(
+            "beta1",
+            "Adam β₁",
+            o.beta1,
+            0.0,
+            1.0 - f64::EPSILON,
+            false,
+            "[0, 1)",
+        )?;
+        within(
+            "beta2",
+            "Adam β₂",
+            o.beta2,
+            0.0,
+            1.0 - f64::EPSILON,
+            false,
+            "[0, 1)",
+        )?;
+        within("eps", "Adam ε", o.eps, 0.0, 1.0, true, "(0, 1]")?;
+        within(
+            "ema_decay",
+            "--ema-decay",
+            self.ema_decay,
+            0.0,
+            1.0 - f64::EPSILON,
+            false,
+            "[0, 1)",
+        )?;
+        if let Some(c) = self.grad_clip {
+            within(
+                "grad_clip",
+                "--grad-clip; 0 turns clipping off",
+                c,
+                0.0,
+                f64::MAX,
+                true,
+                "(0, ∞)",
+            )?;
         }
-        if self.optimizer.lr <= 0.0 || self.warmup < 0 || self.grad_clip.is_some_and(|c| c <= 0.0) {
-            return bad("lr and grad_clip must be positive, warmup non-negative".into());
+        if self.warmup < 0 {
+            return bad(format!(
+                "warmup = {} (--warmup): must be 0 or more steps",
+                self.warmup
+            ));
         }
         if let LossWeighting::MinSnr { gamma } = self.loss_weighting {
             if !(gamma.is_finite() && gamma > 0.0) {
-                return bad(format!("min-SNR gamma = {gamma}: must be positive"));
+                return bad(format!(
+                    "min-SNR gamma = {gamma}: must be a finite positive number"
+                ));
             }
         }
         if let LrSchedule::Cosine {
@@ -240,6 +305,7 @@ fn step_seed(seed: u64, step: i64) -> i64 {
 impl Trainer {
     pub fn new(config: TrainConfig, device: Device) -> Result<Self> {
         config.validate()?;
+        checkpoint::check_model_size(&config.model, 4.0, None, "the training config")?;
         tch::manual_seed(step_seed(config.seed, -1)); // the initial weights
         let vs = VarStore::new(device);
         let model = config.model.build(&vs.root())?;
@@ -370,7 +436,20 @@ impl Trainer {
     /// Restores a run from a checkpoint written by [`Trainer::save`].
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let ck = checkpoint::load(path, device)?;
+        if ck.metadata.get("format").map(String::as_str) == Some(pretrained::FORMAT) {
+            return Err(TrainError::Checkpoint(format!(
+                "{}: an exported model (EMA weights only, no optimizer state) cannot resume training: resume from a ckpt-*.safetensors written by `train`",
+                path.display()
+            )));
+        }
         let config = read_config(&ck.metadata, path)?;
+        let in_file: usize = ck.tensors.values().map(|t| t.numel()).sum();
+        checkpoint::check_model_size(
+            &config.model,
+            0.0,
+            Some(in_file),
+            &path.display().to_string(),
+        )?;
         let mut tr = Self::new(config, device)?;
         checkpoint::copy_into(tr.vs.variables(), "model", &ck.tensors, path)?;
         checkpoint::copy_into(tr.ema_vs.variables(), "ema", &ck.tensors, path)?;
@@ -433,12 +512,25 @@ impl LoadedModel {
 pub fn load_model(path: &Path, weights: Weights, device: Device) -> Result<LoadedModel> {
     let ck = checkpoint::load(path, device)?;
     let config = read_config(&ck.metadata, path)?;
+    let in_file: usize = ck.tensors.values().map(|t| t.numel()).sum();
+    checkpoint::check_model_size(
+        &config.model,
+        1.0,
+        Some(in_file),
+        &path.display().to_string(),
+    )?;
     let mut vs = VarStore::new(device);
     let model = config.model.build(&vs.root())?;
     let prefix = match weights {
         Weights::Ema => "ema",
         Weights::Raw => "model",
     };
+    if weights == Weights::Raw && !ck.tensors.keys().any(|k| k.starts_with("model.")) {
+        return Err(TrainError::Input(format!(
+            "{}: --raw-weights, but this file holds only EMA weights (an exported model): drop --raw-weights",
+            path.display()
+        )));
+    }
     checkpoint::copy_into(vs.variables(), prefix, &ck.tensors, path)?;
     vs.freeze();
     let step = ck

@@ -55,6 +55,12 @@ pub fn fashion_cfg(device: Device) -> Result<LoadedModel> {
 /// small file for shipping (no raw weights, no optimizer state). `notes`
 /// become extra metadata (training command, wall time, hardware).
 pub fn export(from: &Path, out: &Path, notes: BTreeMap<String, String>) -> Result<()> {
+    let bytes = export_bytes(from, notes)?;
+    util::write_atomic(out, &bytes).map_err(|e| TrainError::Checkpoint(format!("{e:#}")))
+}
+
+/// The bytes [`export`] writes.
+pub fn export_bytes(from: &Path, notes: BTreeMap<String, String>) -> Result<Vec<u8>> {
     let ck = checkpoint::load(from, Device::Cpu)?;
     let bad = |m: &str| Err(TrainError::Checkpoint(format!("{}: {m}", from.display())));
     if !ck.metadata.contains_key("config") {
@@ -76,5 +82,6 @@ pub fn export(from: &Path, out: &Path, notes: BTreeMap<String, String>) -> Resul
         .collect();
     meta.insert("format".into(), FORMAT.into());
     meta.extend(notes);
-    checkpoint::save(out, &tensors, &meta)
+    util::safetensors::to_bytes(&tensors, &meta)
+        .map_err(|e| TrainError::Checkpoint(format!("{}: {e:#}", from.display())))
 }

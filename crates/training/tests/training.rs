@@ -479,3 +479,32 @@ fn cosine_learning_rate_schedule() {
     };
     assert!(Trainer::new(c, Device::Cpu).is_err());
 }
+
+#[test]
+fn the_parameter_estimate_is_within_a_factor_of_two() {
+    let _guard = serial();
+    let mut unet2 = network::UNetConfig::fashion();
+    unet2.layers_per_block = 2;
+    for m in [
+        seed_model(),
+        small_unet(),
+        ModelConfig::Unet(network::UNetConfig::fashion()),
+        ModelConfig::Unet(unet2),
+    ] {
+        let tr = Trainer::new(config(m.clone()), Device::Cpu).unwrap();
+        let real: usize = tr.vs.variables().values().map(|v| v.numel()).sum();
+        let est = training::checkpoint::approx_parameters(&m);
+        let ratio = est / real as f64;
+        assert!((0.5..=2.0).contains(&ratio), "{m:?}: {est} vs {real}");
+    }
+    // An absurd width is refused before anything is allocated.
+    let mut c = config(seed_model());
+    if let ModelConfig::Seed(s) = &mut c.model {
+        s.channels = 1 << 20;
+    }
+    let err = Trainer::new(c, Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("needs about") && err.contains("available"),
+        "{err}"
+    );
+}

@@ -2,6 +2,10 @@
 use tch::{Cuda, Device, Kind, Tensor};
 
 fn main() {
+    if let Some(flag) = std::env::args().nth(1) {
+        eprintln!("error: device_info takes no flags (got '{flag}'): it reports every device tch sees; choose one with --device in the other examples");
+        std::process::exit(2);
+    }
     println!("tch              0.24.0 (workspace pin)");
     println!(
         "libtorch         {} (the venv's PyPI wheel, found at build time)",

@@ -430,6 +430,11 @@ pub fn labelled_grid(images: &Tensor, grid: &GridLabels, scale: u32) -> Result<i
     Ok(img)
 }
 
+/// [`labelled_grid`] as PNG bytes (for an [`crate::outputs::OutputSet`]).
+pub fn labelled_grid_png(images: &Tensor, grid: &GridLabels, scale: u32) -> Result<Vec<u8>> {
+    crate::png_bytes(&labelled_grid(images, grid, scale)?)
+}
+
 /// Saves [`labelled_grid`] as a PNG (written atomically, like every output).
 pub fn save_labelled_grid(
     images: &Tensor,
@@ -437,13 +442,7 @@ pub fn save_labelled_grid(
     scale: u32,
     path: &Path,
 ) -> Result<()> {
-    let img = labelled_grid(images, grid, scale)?;
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &labelled_grid_png(images, grid, scale)?)
 }
 
 #[cfg(test)]

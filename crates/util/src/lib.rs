@@ -2,11 +2,13 @@
 //! CSV files. Nothing here is part of the diffusion algorithms.
 mod grid;
 pub mod layers;
+pub mod lock;
+pub mod outputs;
 pub mod plot;
 pub mod safetensors;
 pub mod small_disk;
 
-pub use grid::{labelled_grid, save_labelled_grid, strings, GridLabels};
+pub use grid::{labelled_grid, labelled_grid_png, save_labelled_grid, strings, GridLabels};
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -52,8 +54,11 @@ fn cuda(i: usize) -> Result<Device> {
     Ok(Device::Cuda(i))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// fsync, then rename. A crash leaves either the old file or the new one.
+/// Writes `bytes` to `path` atomically: a temporary file `.NAME.tmpPID` in
+/// the same folder, fsync, then rename. A crash leaves either the old file or
+/// the new one; temporaries left by killed processes are removed first. For a
+/// command's outputs use [`outputs::OutputSet`], which also checks them before
+/// the work and writes several files all-or-nothing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path
@@ -62,11 +67,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create folder {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    outputs::remove_stale_temps(dir);
+    let tmp = outputs::temp_path(path)?;
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -78,6 +80,80 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Refuses a tensor holding NaN or infinity, saying how many values and what
+/// the tensor is (`what`), so that nothing non-finite is written or used.
+pub fn ensure_finite(t: &Tensor, what: &str) -> Result<()> {
+    if !t.is_floating_point() || t.numel() == 0 {
+        return Ok(());
+    }
+    let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+    if bad > 0 {
+        let nan = t.isnan().sum(Kind::Int64).int64_value(&[]);
+        bail!(
+            "{what} holds {bad} non-finite values ({nan} NaN, {} infinite) of {}",
+            bad - nan,
+            t.numel()
+        );
+    }
+    Ok(())
+}
+
+/// Memory this process can still use, in bytes: `MemAvailable` from
+/// /proc/meminfo, capped by a cgroup limit when there is one. `None` where
+/// neither can be read (then no run is refused for memory).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let avail = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
+        * 1024;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Some(match (cgroup, used) {
+        (Some(max), Some(used)) => avail.min(max.saturating_sub(used)),
+        _ => avail,
+    })
+}
+
+/// "3.2 GB", "640 MB": a byte count for messages.
+pub fn human_bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else {
+        format!("{:.0} MB", (b / 1e6).max(1.0))
+    }
+}
+
+/// Refuses, before any allocation, work that needs more memory than the
+/// machine has: "`what` needs about 12.0 GB but 3.1 GB is available: …".
+pub fn ensure_memory(bytes: f64, what: &str, advice: &str) -> Result<()> {
+    if let Some(avail) = available_memory() {
+        if bytes > avail as f64 {
+            bail!(
+                "{what} needs about {} but {} is available: {advice}",
+                human_bytes(bytes),
+                human_bytes(avail as f64)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An image as PNG bytes.
+pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    Ok(bytes)
 }
 
 /// Images (N, C, H, W) in [−1, 1] with C = 1 or 3 as 8-bit RGB, pixel by
@@ -95,6 +171,7 @@ pub(crate) fn images_to_rgb8(images: &Tensor) -> Result<(i64, i64, i64, Vec<u8>)
     if n == 0 {
         bail!("image grid needs at least one image");
     }
+    ensure_finite(images, "the images to draw")?;
     let u8s = ((images
         .to_device(Device::Cpu)
         .to_kind(Kind::Float)
@@ -147,16 +224,11 @@ pub fn save_grid(images: &Tensor, cols: i64, scale: u32, path: &Path) -> Result<
         grid.height() * scale,
         image::imageops::FilterType::Nearest,
     );
-    let mut bytes = Vec::new();
-    grid.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &png_bytes(&grid)?)
 }
 
-/// Writes a CSV file from a header and rows of numbers.
-pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<f64>]) -> Result<()> {
+/// A CSV file's text from a header and rows of numbers.
+pub fn csv_text(header: &[&str], rows: &[Vec<f64>]) -> String {
     let mut s = header.join(",");
     s.push('\n');
     for row in rows {
@@ -164,7 +236,12 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<f64>]) -> Result<()> 
         s.push_str(&cells.join(","));
         s.push('\n');
     }
-    write_atomic(path, s.as_bytes())
+    s
+}
+
+/// Writes a CSV file from a header and rows of numbers.
+pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<f64>]) -> Result<()> {
+    write_atomic(path, csv_text(header, rows).as_bytes())
 }
 
 /// CPU time (user + system, all threads) this process has used so far, in

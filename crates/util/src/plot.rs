@@ -50,23 +50,24 @@ fn register_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// Draws on a white canvas of `size` and writes it to `path` as a PNG (via a
-/// temporary file, so a failed drawing leaves no partial image).
+/// Draws on a white canvas of `size` and returns it as PNG bytes (written
+/// with [`crate::write_atomic`] or an [`crate::outputs::OutputSet`], so a
+/// failed drawing leaves no partial image).
 fn draw_png(
-    path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     register_font()?;
-    let tmp = path.with_extension("tmp.png");
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
         draw(&root)?;
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let img = image::RgbImage::from_raw(size.0, size.1, pixels)
+        .ok_or_else(|| anyhow!("chart buffer has the wrong size"))?;
+    crate::png_bytes(&img)
 }
 
 /// One named curve of (x, y) points. Curves of at most [`MARKER_MAX_POINTS`]
@@ -237,6 +238,14 @@ pub fn line_panels(
     panels: &[(&str, &str, &str, Vec<Series>)], // (title, x label, y label, curves)
     size: (u32, u32),
 ) -> Result<()> {
+    crate::write_atomic(path, &line_panels_png(panels, size)?)
+}
+
+/// [`line_panels`] as PNG bytes.
+pub fn line_panels_png(
+    panels: &[(&str, &str, &str, Vec<Series>)],
+    size: (u32, u32),
+) -> Result<Vec<u8>> {
     let e = |e: &dyn std::fmt::Display| anyhow!("{e}");
     register_font()?; // before any FontDesc: they look the face up when made
     let s = text_scale(size);
@@ -245,7 +254,7 @@ pub fn line_panels(
     let desc_font = ("sans-serif", px(17.0)).into_font();
     let legend_font = ("sans-serif", px(16.0)).into_font();
     let (line_w, marker_r) = (px(2.0).max(2) as u32, px(4.0));
-    draw_png(path, size, |root| {
+    draw_png(size, |root| {
         let areas = root.split_evenly((1, panels.len().max(1)));
         // One caption size for all panels, shrunk so that the longest fits.
         let caption_size = panels
@@ -581,44 +590,44 @@ pub fn heatmap(
             values.len()
         ));
     }
-    draw_png(path, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0..cols as i32, 0..rows as i32)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        let colour = |v: f32| {
-            let u = ((v - lo) / (hi - lo)).clamp(0.0, 1.0) as f64 * 2.0 - 1.0; // −1 … 1
-            let w = |a: f64| (255.0 * a) as u8;
-            if u < 0.0 {
-                RGBColor(w(1.0 + u), w(1.0 + u), 255)
-            } else {
-                RGBColor(255, w(1.0 - u), w(1.0 - u))
-            }
-        };
-        chart
-            .draw_series(
-                (0..rows)
-                    .flat_map(|r| (0..cols).map(move |c| (r, c)))
-                    .map(|(r, c)| {
+    let png =
+        draw_png(size, |root| {
+            let mut chart = ChartBuilder::on(root)
+                .caption(title, ("sans-serif", 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(55)
+                .build_cartesian_2d(0..cols as i32, 0..rows as i32)
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            let colour = |v: f32| {
+                let u = ((v - lo) / (hi - lo)).clamp(0.0, 1.0) as f64 * 2.0 - 1.0; // −1 … 1
+                let w = |a: f64| (255.0 * a) as u8;
+                if u < 0.0 {
+                    RGBColor(w(1.0 + u), w(1.0 + u), 255)
+                } else {
+                    RGBColor(255, w(1.0 - u), w(1.0 - u))
+                }
+            };
+            chart
+                .draw_series((0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(
+                    |(r, c)| {
                         Rectangle::new(
                             [(c as i32, r as i32), (c as i32 + 1, r as i32 + 1)],
                             colour(values[r * cols + c]).filled(),
                         )
-                    }),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
-    })
+                    },
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+            Ok(())
+        })?;
+    crate::write_atomic(path, &png)
 }
 
 #[cfg(test)]

@@ -20,14 +20,45 @@ fn dtype(kind: Kind) -> Result<Dtype> {
     })
 }
 
-fn kind(d: Dtype) -> Result<Kind> {
+fn kind(name: &str, d: Dtype) -> Result<Kind> {
     Ok(match d {
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
         Dtype::I64 => Kind::Int64,
         Dtype::U8 => Kind::Uint8,
-        d => bail!("unsupported dtype {d:?}"),
+        d => bail!(
+            "tensor {name} is {d:?}: only F32, F64, I64 and U8 are supported (convert it to F32)"
+        ),
     })
+}
+
+/// Why `bytes` cannot be a whole safetensors file, when it is cut short:
+/// "truncated: N of M bytes" (M from its own header).
+fn truncation(bytes: &[u8]) -> Option<String> {
+    let len = bytes.len();
+    if len < 8 {
+        return Some(format!(
+            "truncated: {len} bytes, not even the 8-byte header size"
+        ));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().ok()?) as usize;
+    if n > 100_000_000 {
+        return None; // not a header size at all: let the parser say so
+    }
+    if len < 8 + n {
+        return Some(format!(
+            "truncated: {len} of at least {} bytes (the header alone is {n} bytes)",
+            8 + n
+        ));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).ok()?;
+    let end = header
+        .as_object()?
+        .values()
+        .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0) as usize;
+    (len < 8 + n + end).then(|| format!("truncated: {len} of {} bytes", 8 + n + end))
 }
 
 /// Serialises tensors and metadata to safetensors bytes, deterministically:
@@ -48,6 +79,8 @@ pub fn to_bytes(
     let mut data = Vec::new();
     for (name, t) in sorted {
         let t = t.to_device(Device::Cpu).contiguous();
+        crate::ensure_finite(&t, &format!("tensor {name}"))
+            .map_err(|e| anyhow!("{e:#}: refusing to write a file that could not be used"))?;
         let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
         t.copy_data_u8(&mut bytes, t.numel());
         let begin = data.len();
@@ -82,7 +115,8 @@ pub fn save(
     crate::write_atomic(path, &bytes)
 }
 
-/// A loaded file: tensors on `device`, and the metadata.
+/// A loaded file: tensors on `device`, and the metadata. Every floating-point
+/// tensor is finite (a NaN or infinity is refused on load, naming the tensor).
 #[derive(Debug)]
 pub struct Loaded {
     pub tensors: HashMap<String, Tensor>,
@@ -91,16 +125,29 @@ pub struct Loaded {
 
 pub fn load(path: &Path, device: Device) -> Result<Loaded> {
     let bad = |why: String| anyhow!("{}: {why}", path.display());
+    if path.is_dir() {
+        return Err(bad("is a folder, not a safetensors file".into()));
+    }
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let not_safetensors = |e: safetensors::SafeTensorError| match truncation(&bytes) {
+        Some(t) => bad(format!(
+            "{t}: the file is incomplete (an interrupted copy or download?)"
+        )),
+        None => bad(format!("not a safetensors file ({e})")),
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::from_data_size(view.data(), &shape, kind(view.dtype())?).to_device(device);
-        tensors.insert(name, t);
+        let k = kind(&name, view.dtype()).map_err(|e| bad(format!("{e:#}")))?;
+        let t = Tensor::from_data_size(view.data(), &shape, k);
+        crate::ensure_finite(&t, &format!("tensor {name}")).map_err(|e| {
+            bad(format!(
+                "{e:#}: the file is damaged or comes from a run that diverged (use an earlier checkpoint)"
+            ))
+        })?;
+        tensors.insert(name, t.to_device(device));
     }
     let metadata = meta
         .metadata()
