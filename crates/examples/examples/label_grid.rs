@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use std::path::PathBuf;
 use tch::Tensor;
-use util::{save_labelled_grid, strings, GridLabels};
+use util::outputs::{Format, OutputSet};
+use util::{labelled_grid_png, strings, GridLabels};
 
 #[derive(Parser)]
 #[command(about = "Saved samples as a grid with a label on every row and column")]
@@ -31,13 +32,20 @@ fn main() {
     util::run(|| {
         let args = Args::parse();
         let classes = data::FASHION_CLASSES;
-        let (mut cells, mut rows) = (Vec::new(), Vec::new());
+        let mut outs = OutputSet::new();
+        let mut inputs = Vec::new();
         for spec in &args.input {
             let Some((label, file)) = spec.split_once('=') else {
                 bail!("--input {spec:?}: write it as LABEL=FILE, e.g. \"DDIM-50=samples.safetensors\"");
             };
+            outs.input("--input", file.as_ref())?;
+            inputs.push((label, file));
+        }
+        let out = outs.output("--out", &args.out, Format::Png)?;
+        let (mut cells, mut rows) = (Vec::new(), Vec::new());
+        for (label, file) in inputs {
             let s = evaluate::read_samples(file.as_ref())
-                .with_context(|| format!("--input {spec:?}"))?;
+                .with_context(|| format!("--input {label}={file}"))?;
             let labels = Vec::<i64>::try_from(&s.labels)?;
             let per_class: Vec<Vec<usize>> = (0..classes.len() as i64)
                 .map(|c| (0..labels.len()).filter(|&i| labels[i] == c).collect())
@@ -57,7 +65,11 @@ fn main() {
             }
         }
         let grid = GridLabels::new(args.title.clone(), rows, strings(classes));
-        save_labelled_grid(&Tensor::stack(&cells, 0), &grid, args.scale, &args.out)?;
+        outs.write(
+            out,
+            &labelled_grid_png(&Tensor::stack(&cells, 0), &grid, args.scale)?,
+        )?;
+        outs.commit()?;
         println!("wrote {}", args.out.display());
         Ok(())
     })
