@@ -111,8 +111,9 @@ pub fn ddpm_step(
     x0: &Tensor,
     z: &Tensor,
 ) -> Tensor {
-    let (b, a) = (betas.double_value(&[t]), ab.double_value(&[t]));
-    let a_prev = (t > 0).then(|| ab.double_value(&[t - 1])).unwrap_or(1.0);
+    let ab_at = |i: i64| ab.double_value(&[i]);
+    let (b, a) = (betas.double_value(&[t]), ab_at(t));
+    let a_prev = if t > 0 { ab_at(t - 1) } else { 1.0 };
     let mean =
         x0 * (a_prev.sqrt() * b / (1.0 - a)) + x * ((1.0 - b).sqrt() * (1.0 - a_prev) / (1.0 - a));
     let var = b * (1.0 - a_prev) / (1.0 - a); // β̃_t, 0 at t = 0
