@@ -97,7 +97,7 @@ part_measuring() { # the reference rows, the guidance curve and the DDIM step ta
   run sample -- --pretrained fashion-cfg --sampler ddim --steps 50 --guidance 3 --per-class 100 --seed 0 \
     --no-grid --save-tensors "$ROOT/target/measuring/ddim50-w3.safetensors" | strip > "$GEN/evaluate.txt"
   run evaluate -- --samples "$ROOT/target/measuring/ddim50-w3.safetensors" | strip >> "$GEN/evaluate.txt"
-  run measure_sweep -- --n 500 --guidance 0,1,2,3,5 --steps 10,20,50 --out "$ROOT/target/measuring" | strip > "$GEN/measure_sweep.txt"
+  run measure_sweep -- --n 500 --guidance 0,1,1.5,2,3,5 --steps 10,20,50 --out "$ROOT/target/measuring" | strip > "$GEN/measure_sweep.txt"
   cp "$ROOT/target/measuring/guidance.png" "$FIG/measuring/"
   cp "$ROOT/target/measuring/guidance.md" "$GEN/measuring_guidance.md"
   cp "$ROOT/target/measuring/steps.md" "$GEN/measuring_steps.md"

@@ -13,7 +13,7 @@ use util::{labelled_grid_png, strings, GridLabels};
 #[derive(Parser)]
 #[command(about = "Saved samples as a grid with a label on every row and column")]
 struct Args {
-    /// LABEL=FILE: the row label and a file with `images` and `labels`
+    /// LABEL=FILE (split at the last "="): the row label and a file with `images` and `labels`
     /// (each class the same number of times); repeat for more rows.
     #[arg(long, required = true)]
     input: Vec<String>,
@@ -35,7 +35,7 @@ fn main() {
         let mut outs = OutputSet::new();
         let mut inputs = Vec::new();
         for spec in &args.input {
-            let Some((label, file)) = spec.split_once('=') else {
+            let Some((label, file)) = spec.rsplit_once('=') else {
                 bail!("--input {spec:?}: write it as LABEL=FILE, e.g. \"DDIM-50=samples.safetensors\"");
             };
             outs.input("--input", file.as_ref())?;
