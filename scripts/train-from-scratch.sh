@@ -2,7 +2,7 @@
 # Train the book's class-conditional Fashion-MNIST model from scratch on the CPU
 # and measure it: the recipe behind crates/training/pretrained/fashion-cfg.
 #
-#   scripts/train-from-scratch.sh             # 12000 steps (about an hour on 2 idle cores)
+#   scripts/train-from-scratch.sh             # 8000 steps (about 40 min on 2 idle cores)
 #   STEPS=3000 scripts/train-from-scratch.sh  # a shorter run
 #
 # It checkpoints every 1000 steps; run it again with the same OUT to resume an
@@ -13,7 +13,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-STEPS="${STEPS:-12000}"
+STEPS="${STEPS:-8000}"
 OUT="${OUT:-$ROOT/out/from-scratch}"
 resume=()
 if compgen -G "$OUT/ckpt-*.safetensors" >/dev/null; then
