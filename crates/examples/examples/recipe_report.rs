@@ -111,9 +111,17 @@ fn main() {
             let (lo, hi) = xs
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            // A target is a level, not a measurement: enough points that the
+            // chart draws it as a plain line, without the markers of measured points.
+            let n = util::plot::MARKER_MAX_POINTS + 1;
+            let level = |y: f64| -> Vec<(f64, f64)> {
+                (0..n)
+                    .map(|i| (lo + (hi - lo) * i as f64 / (n - 1) as f64, y))
+                    .collect()
+            };
             fd.push(Series {
                 name: "target: 3 × real-data floor".into(),
-                points: vec![(lo, 3.0 * args.floor), (hi, 3.0 * args.floor)],
+                points: level(3.0 * args.floor),
             });
             line_panels(
                 chart,
@@ -128,7 +136,7 @@ fn main() {
                         let mut fd1 = series(&|r| r.fd_w1);
                         fd1.push(Series {
                             name: "target: 5 × real-data floor".into(),
-                            points: vec![(lo, 5.0 * args.floor), (hi, 5.0 * args.floor)],
+                            points: level(5.0 * args.floor),
                         });
                         fd1
                     }),
@@ -139,7 +147,7 @@ fn main() {
                         series(&|r| r.acc_w3),
                     ),
                 ],
-                (1500, 420),
+                (1500, 600),
             )?;
             println!("wrote {}", chart.display());
         }
