@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::Kind;
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(about = "Train the Fashion-MNIST classifier used for evaluation")]
@@ -39,6 +40,9 @@ fn main() {
     util::run(|| {
         let args = Args::parse();
         let device = util::parse_device(&args.device)?;
+        // Checked before minutes of training: a writable folder, a .safetensors name.
+        let mut outs = OutputSet::new();
+        let out = outs.output("--out", &args.out, Format::Safetensors)?;
         let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
         anyhow::ensure!(
@@ -97,7 +101,8 @@ fn main() {
         meta.insert("seconds".into(), format!("{secs:.0}"));
         meta.insert("device".into(), format!("{device:?}"));
         meta.insert("torch".into(), env!("DIFFUSION_TORCH_VERSION").into());
-        clf.save(&args.out, meta)
+        outs.write(out, &clf.to_bytes(meta)?)?;
+        outs.commit()
             .with_context(|| format!("writing {}", args.out.display()))?;
         println!(
             "test accuracy {accuracy:.4} after {} epochs in {secs:.0} s; wrote {}",

@@ -104,7 +104,13 @@ impl Trained {
     }
 
     /// Writes the weights (deterministic bytes) with `metadata` plus the format tag.
-    pub fn save(&self, path: &Path, mut metadata: BTreeMap<String, String>) -> Result<()> {
+    pub fn save(&self, path: &Path, metadata: BTreeMap<String, String>) -> Result<()> {
+        util::write_atomic(path, &self.to_bytes(metadata)?)
+            .map_err(|e| EvalError::Input(format!("{e:#}")))
+    }
+
+    /// The file [`Classifier::save`] writes, as bytes (for an output set).
+    pub fn to_bytes(&self, mut metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
         metadata.insert("format".into(), FORMAT.into());
         let tensors: Vec<(String, Tensor)> = self
             .vs
@@ -112,8 +118,8 @@ impl Trained {
             .into_iter()
             .map(|(n, t)| (format!("classifier.{n}"), t))
             .collect();
-        training::checkpoint::save(path, &tensors, &metadata)?;
-        Ok(())
+        util::safetensors::to_bytes(&tensors, &metadata)
+            .map_err(|e| EvalError::Input(format!("{e:#}")))
     }
 
     /// Features of many images, in batches, without gradients: [N, 128] f32.

@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use training::{TrainConfig, Trainer, Weights};
+use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
 #[command(about = "Eight diffusion bugs, each measured against the correct code")]
@@ -74,6 +75,14 @@ fn main() {
         let device = Device::Cpu; // the book's numbers are CPU numbers
         std::fs::create_dir_all(args.out.join("models"))
             .with_context(|| format!("cannot create {}", args.out.display()))?;
+        // Every figure and the table are checked now and written together at the end.
+        let mut outs = OutputSet::new();
+        let mut figure = std::collections::HashMap::new();
+        for k in KEYS.iter().filter(|k| wanted(k)) {
+            let path = args.out.join(format!("bug-{k}.png"));
+            figure.insert(*k, outs.output("--out", &path, Format::Png)?);
+        }
+        let table_out = outs.output("--out", &args.out.join("table.md"), Format::Markdown)?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
         let shipped = training::pretrained::fashion_cfg(device)?;
@@ -259,7 +268,7 @@ fn main() {
                 util::strings(["correct", "bug"]),
                 util::strings(data::FASHION_CLASSES), // labels() is 0, 1, …, 9
             );
-            util::save_labelled_grid(&tiles, &labels, 3, &path)?;
+            outs.write(figure[e.key], &util::labelled_grid_png(&tiles, &labels, 3)?)?;
             println!(
                 "{}: accuracy {:.3} → {:.3}, FD {:.1} → {:.1}; wrote {}",
                 e.key,
@@ -270,7 +279,8 @@ fn main() {
                 path.display()
             );
         }
-        util::write_atomic(&args.out.join("table.md"), table.as_bytes())?;
+        outs.write(table_out, table.as_bytes())?;
+        outs.commit()?;
         print!("{table}");
         Ok(())
     })

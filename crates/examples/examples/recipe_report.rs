@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use util::plot::{line_panels, Series};
+use util::outputs::{Format, OutputSet};
+use util::plot::{line_panels_png, Series};
 
 #[derive(Parser)]
 #[command(about = "Render the recipe A/B table and its quality-against-time chart")]
@@ -40,6 +41,14 @@ struct Row {
 fn main() {
     util::run(|| {
         let args = Args::parse();
+        let mut outs = OutputSet::new();
+        outs.input("--csv", &args.csv)?;
+        let md_out = outs.output("--markdown", &args.markdown, Format::Markdown)?;
+        let chart_out = args
+            .chart
+            .as_ref()
+            .map(|c| outs.output("--chart", c, Format::Png))
+            .transpose()?;
         let mut reader = csv::Reader::from_path(&args.csv)
             .with_context(|| format!("cannot read {}", args.csv.display()))?;
         let rows: Vec<Row> = reader
@@ -76,10 +85,9 @@ fn main() {
                 r.fd_w1
             );
         }
-        util::write_atomic(&args.markdown, md.as_bytes())?;
-        println!("wrote {} ({} rows)", args.markdown.display(), rows.len());
+        outs.write(md_out, md.as_bytes())?;
 
-        if let Some(chart) = &args.chart {
+        if let Some(chart_out) = chart_out {
             // One curve per recipe: its 15-minute row and its longer stages.
             let mut curves: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
             for r in &rows {
@@ -123,8 +131,7 @@ fn main() {
                 name: "target: 3 × real-data floor".into(),
                 points: level(3.0 * args.floor),
             });
-            line_panels(
-                chart,
+            let png = line_panels_png(
                 &[
                     (
                         "FD at w = 3 (lower is better)",
@@ -149,6 +156,11 @@ fn main() {
                 ],
                 (1500, 600),
             )?;
+            outs.write(chart_out, &png)?;
+        }
+        outs.commit()?;
+        println!("wrote {} ({} rows)", args.markdown.display(), rows.len());
+        if let Some(chart) = &args.chart {
             println!("wrote {}", chart.display());
         }
         Ok(())

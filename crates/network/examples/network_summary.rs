@@ -161,8 +161,9 @@ fn main() {
             std::fs::create_dir_all(&dir)?;
             // ANCHOR: embedding_figure
             let t = Tensor::arange(1000, (Kind::Int64, tch::Device::Cpu));
-            let emb = timestep_embedding(&t, 64)?; // (1000, 64)
-                                                   // ANCHOR_END: embedding_figure
+            // One row per timestep: (1000, 64).
+            let emb = timestep_embedding(&t, 64)?;
+            // ANCHOR_END: embedding_figure
             let values = Vec::<f32>::try_from(emb.flatten(0, -1))?;
             util::plot::heatmap(
                 &dir.join("embedding.png"),
