@@ -27,7 +27,7 @@ struct Args {
     batch_size: i64,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     #[arg(long, default_value = "out/fashion-classifier.safetensors")]
     out: PathBuf,

@@ -41,7 +41,7 @@ struct Args {
     only: Vec<String>,
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
 }
 

@@ -27,7 +27,7 @@ struct Args {
     /// Folder with Fashion-MNIST (for the inversion test images).
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     #[command(flatten)]
     device: DeviceArgs,

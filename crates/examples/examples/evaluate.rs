@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value = data::FASHION_MNIST_DIR)]
     data_dir: PathBuf,
     /// Seed for choosing real images (reference rows, precision/recall).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     /// Skip the two reference rows.
     #[arg(long)]

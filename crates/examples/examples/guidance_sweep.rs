@@ -32,7 +32,7 @@ struct Args {
     /// DDIM steps (η = 0).
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     #[arg(long, default_value = "out/guidance")]
     out: PathBuf,

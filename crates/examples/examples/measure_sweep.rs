@@ -37,7 +37,7 @@ struct Args {
     data_dir: PathBuf,
     #[arg(long, default_value = "out/measuring")]
     out: PathBuf,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
 }
 

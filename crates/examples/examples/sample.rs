@@ -45,7 +45,7 @@ struct Args {
     /// Sample k images of every class.
     #[arg(long, allow_negative_numbers = true)]
     per_class: Option<i64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     /// The image grid (PNG; default out/samples.png).
     #[arg(long, conflicts_with = "no_grid")]

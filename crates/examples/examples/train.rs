@@ -89,7 +89,7 @@ struct Args {
     /// Train an unconditional model (no labels at all).
     #[arg(long)]
     unconditional: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = util::parse_seed, allow_negative_numbers = true)]
     seed: u64,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,

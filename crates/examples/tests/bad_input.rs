@@ -470,6 +470,8 @@ fn cases() -> Vec<Case> {
         // --- messages that say what is wrong ---
         sample("messages", "class-10-of-4", "--class 10", 1, "classes 0 to 3"),
         sample("messages", "class-minus-1", "--class -1", 1, "classes 0 to 3"),
+        sample("messages", "seed-minus-1", "--seed -1", 2, "a seed is a whole number from 0 to"),
+        case("messages", "evaluate-seed-minus-1", "evaluate", "--samples s.safetensors --seed=-1", 2, "a seed is a whole number from 0 to"),
         case("messages", "no-model-flag", "sample", "--out s.png", 1, "--pretrained NAME"),
         sample("messages", "truncated-checkpoint", "", 1, "truncated: ")
             .setup(|d| std::fs::copy(d.join("trunc.safetensors"), d.join("ckpt.safetensors")).map(|_| ()).unwrap()),

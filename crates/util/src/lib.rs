@@ -32,6 +32,14 @@ pub fn run(main: impl FnOnce() -> Result<()>) {
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+/// A `--seed`: a whole number from 0 to 2^64 − 1, with a message that says so
+/// (clap's own would call `-1` an unexpected argument).
+pub fn parse_seed(s: &str) -> std::result::Result<u64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("a seed is a whole number from 0 to {}", u64::MAX))
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "auto" => Ok(best_device()),
