@@ -59,7 +59,9 @@ fn shipped_model_samples_the_requested_classes() {
     println!(
         "40 DDIM-20 samples at w = 3: classifier agrees with the requested class for {acc:.3}"
     );
-    assert!(acc >= 0.8, "conditional accuracy {acc}");
+    // The model card's DDIM-20 w = 3 row (n = 1000) is 0.994; real images
+    // reach 0.937. A model that ignores its label scores about 0.1.
+    assert!(acc >= 0.9, "conditional accuracy {acc}");
 }
 
 #[test]
