@@ -5,7 +5,7 @@
 # Writes the table into crates/training/pretrained/fashion-cfg.md between
 # the <!-- metrics --> markers.
 #
-#   scripts/model-card.sh              # about an hour on 2 CPU cores (DDPM dominates)
+#   scripts/model-card.sh              # about an hour on 2 CPU cores (57 min for the shipped UNet; DDPM dominates)
 #   N=200 scripts/model-card.sh        # a quick look (not for the card: n < 1000)
 #
 # Sample files are kept in target/model-card and reused when newer than the model.
