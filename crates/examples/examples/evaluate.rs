@@ -60,16 +60,8 @@ fn main() {
         if let Some(p) = &args.classifier {
             outs.input("--classifier", p)?;
         }
-        let md_out = args
-            .markdown
-            .as_ref()
-            .map(|p| outs.output("--markdown", p, Format::Markdown))
-            .transpose()?;
-        let csv_out = args
-            .csv
-            .as_ref()
-            .map(|p| outs.output("--csv", p, Format::Csv))
-            .transpose()?;
+        let md_out = outs.output_if("--markdown", args.markdown.as_ref(), Format::Markdown)?;
+        let csv_out = outs.output_if("--csv", args.csv.as_ref(), Format::Csv)?;
         let device = args.device.device()?;
         // Read and check every file before the slow work.
         let mut files: Vec<(String, evaluate::Samples)> = Vec::new();

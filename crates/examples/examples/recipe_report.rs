@@ -44,11 +44,7 @@ fn main() {
         let mut outs = OutputSet::new();
         outs.input("--csv", &args.csv)?;
         let md_out = outs.output("--markdown", &args.markdown, Format::Markdown)?;
-        let chart_out = args
-            .chart
-            .as_ref()
-            .map(|c| outs.output("--chart", c, Format::Png))
-            .transpose()?;
+        let chart_out = outs.output_if("--chart", args.chart.as_ref(), Format::Png)?;
         let mut reader = csv::Reader::from_path(&args.csv)
             .with_context(|| format!("cannot read {}", args.csv.display()))?;
         let rows: Vec<Row> = reader

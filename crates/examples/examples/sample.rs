@@ -86,26 +86,15 @@ fn main() {
         let grid_out = (!args.no_grid)
             .then(|| outs.output("--out", &out_path, Format::Png))
             .transpose()?;
-        let tensors_out = args
-            .save_tensors
-            .as_ref()
-            .map(|p| outs.output("--save-tensors", p, Format::Safetensors))
-            .transpose()?;
-        let trace_out = args
-            .trace
-            .as_ref()
-            .map(|p| outs.output("--trace", p, Format::Safetensors))
-            .transpose()?;
-        let trajectory_out = args
-            .trajectory
-            .as_ref()
-            .map(|p| outs.output("--trajectory", p, Format::Png))
-            .transpose()?;
-        let gif_out = args
-            .gif
-            .as_ref()
-            .map(|p| outs.output("--gif", p, Format::Gif))
-            .transpose()?;
+        let tensors_out = outs.output_if(
+            "--save-tensors",
+            args.save_tensors.as_ref(),
+            Format::Safetensors,
+        )?;
+        let trace_out = outs.output_if("--trace", args.trace.as_ref(), Format::Safetensors)?;
+        let trajectory_out =
+            outs.output_if("--trajectory", args.trajectory.as_ref(), Format::Png)?;
+        let gif_out = outs.output_if("--gif", args.gif.as_ref(), Format::Gif)?;
 
         let device = args.device.device()?;
         let model = args.model.load(device)?;

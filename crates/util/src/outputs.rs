@@ -230,6 +230,16 @@ impl OutputSet {
         Ok(())
     }
 
+    /// [`OutputSet::output`] for an optional flag: `None` registers nothing.
+    pub fn output_if(
+        &mut self,
+        flag: &str,
+        path: Option<&std::path::PathBuf>,
+        format: Format,
+    ) -> Result<Option<OutputId>> {
+        path.map(|p| self.output(flag, p, format)).transpose()
+    }
+
     /// Registers a file the command will write in `format`, and checks it
     /// now: see the module documentation.
     pub fn output(&mut self, flag: &str, path: &Path, format: Format) -> Result<OutputId> {
