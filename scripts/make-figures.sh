@@ -4,7 +4,7 @@
 #
 #   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
-#                                      # guidance one_page classroom intro measuring bugs
+#                                      # guidance one_page classroom intro measuring memorisation derivations bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -103,6 +103,17 @@ part_measuring() { # the reference rows, the guidance curve and the DDIM step ta
   cp "$ROOT/target/measuring/steps.md" "$GEN/measuring_steps.md"
 }
 
+part_derivations() { # "Where the loss comes from": the ELBO's weight that L_simple drops (seconds)
+  mkdir -p "$FIG/derivations"
+  cargo run --quiet --release -p closed-form --example elbo_weight -- --out "$FIG/derivations" | strip > "$GEN/elbo_weight.txt"
+}
+
+part_memorisation() { # nearest training images of the shipped model's samples (needs part measuring's samples)
+  mkdir -p "$FIG/measuring"
+  run nearest_neighbours -- --samples "$ROOT/target/measuring/ddim50-w3.safetensors" \
+    --out "$FIG/measuring/nearest.png" | strip > "$GEN/nearest_neighbours.txt"
+}
+
 part_bugs() { # the bug museum: trains four small models, then eight side-by-side comparisons
   mkdir -p "$FIG/bugs"
   run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
@@ -122,7 +133,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

@@ -37,20 +37,21 @@ cargo build --quiet --release --example train --example sample --example evaluat
 bin="$(target_dir)/release/examples"
 
 # name | what changes | train flags (on top of the common ones below).
-# In the order they run: the baseline, then the networks, then the recipe.
+# In the order they run: the baseline, then the networks, then the recipe,
+# each recipe row one change from the best network at 15 min, unet-s-pt.
 ROWS=$(cat <<'EOF'
 seed|shipped recipe: SeedUNet C=64 + full-res path, ε, lr 2e-3, EMA 0.995|--model seed --channels 64 --full-res-skip --lr 2e-3 --ema-decay 0.995
 unet-a-minsnr|+ min-SNR-5 weighting|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 unet-s|UNet (16,32,64): cheaper|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 unet-b|UNet (32,64,128): more capacity at 7×7|--model unet --block-out-channels 32,64,128 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
-unet-a-v|v-prediction + min-SNR-5|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --prediction v
-unet-a|UNet (32,64,64), ε, lr 1e-3, EMA 0.999|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999
-unet-a-lr2e-3|lr 2e-3|--model unet --block-out-channels 32,64,64 --lr 2e-3 --ema-decay 0.999 --loss-weighting min-snr-5
-unet-a-cosine|lr 2e-3, warm-up 200, cosine decay to 0.1×|--model unet --block-out-channels 32,64,64 --lr 2e-3 --warmup 200 --lr-decay cosine --ema-decay 0.999 --loss-weighting min-snr-5 --steps COSINE_STEPS
-unet-a-ema9995|EMA 0.9995|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.9995 --loss-weighting min-snr-5
-unet-a-b256|batch 256|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 256
-unet-a-b64|batch 64|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 64
 unet-s-pt|unet-s from PyTorch's init (the UNet's init since the fix; rows above: tch's, √6 wider)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+s-v|unet-s-pt with v-prediction (min-SNR-5 on v)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --prediction v
+s-eps|unet-s-pt without min-SNR (uniform L_simple)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting uniform
+s-lr2e-3|unet-s-pt with lr 2e-3|--model unet --block-out-channels 16,32,64 --lr 2e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+s-cosine|unet-s-pt with lr 2e-3, warm-up 200, cosine decay to 0.1×|--model unet --block-out-channels 16,32,64 --lr 2e-3 --warmup 200 --lr-decay cosine --ema-decay 0.999 --loss-weighting min-snr-5 --steps COSINE_STEPS
+s-ema9995|unet-s-pt with EMA 0.9995|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.9995 --loss-weighting min-snr-5
+s-b256|unet-s-pt with batch 256|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 256
+s-b64|unet-s-pt with batch 64|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --batch-size 64
 EOF
 )
 COMMON="--dataset fashion-mnist --p-uncond 0.1 --seed 0 --samples 0 --checkpoint-every 250 --keep 1"

@@ -12,7 +12,7 @@
 //! writes ε̃ = (1 + w′) ε_c − w′ ε_u; the two agree with w = 1 + w′, so the
 //! paper's "w′ = 0" (no guidance) is our w = 1.
 use network::{NetworkError, NoisePredictor};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub use training::drop_labels;
 
@@ -33,8 +33,6 @@ pub enum GuidanceError {
     NotFinite(f64),
     #[error("guidance needs a class-conditional model (this one has no classes)")]
     Unconditional,
-    #[error("class {class} is out of range: this model has classes 0 to {}", num_classes - 1)]
-    Class { class: i64, num_classes: i64 },
 }
 
 /// The largest |w| a [`Guided`] accepts: far beyond any useful scale, small
@@ -129,42 +127,6 @@ impl NoisePredictor for TwoPass<'_> {
     }
 }
 
-/// Which classes to sample.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Classes {
-    /// Exactly these labels, one image each.
-    List(Vec<i64>),
-    /// k images of every class, class-major: 0, 0, …, 1, 1, ….
-    PerClass(i64),
-}
-
-/// The label tensor for a request, checked against the model's classes.
-pub fn labels(
-    classes: &Classes,
-    num_classes: i64,
-    device: tch::Device,
-) -> Result<Tensor, GuidanceError> {
-    let list: Vec<i64> = match classes {
-        Classes::List(l) => l.clone(),
-        Classes::PerClass(k) => (0..num_classes)
-            .flat_map(|c| std::iter::repeat_n(c, *k as usize))
-            .collect(),
-    };
-    if let Some(&class) = list.iter().find(|&&c| c < 0 || c >= num_classes) {
-        return Err(GuidanceError::Class { class, num_classes });
-    }
-    Ok(Tensor::from_slice(&list)
-        .to_kind(Kind::Int64)
-        .to_device(device))
-}
-
-/// A one-line warning when guiding a model that never saw the null class.
-pub fn dropout_warning(p_uncond: f64, w: f64) -> Option<String> {
-    (p_uncond == 0.0 && w != 1.0).then(|| {
-        format!("warning: this model was trained without label dropout (p_uncond = 0): its unconditional branch is untrained, so guidance w = {w} mixes in noise predictions it never learned")
-    })
-}
-
 impl From<GuidanceError> for NetworkError {
     fn from(e: GuidanceError) -> Self {
         NetworkError::Config(e.to_string())
@@ -174,7 +136,7 @@ impl From<GuidanceError> for NetworkError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn guidance_endpoints_and_paper_convention() {
@@ -199,23 +161,5 @@ mod tests {
         // Kept labels are unchanged.
         let kept = out.ne(10);
         assert!(out.masked_select(&kept).equal(&labels.masked_select(&kept)));
-    }
-
-    #[test]
-    fn label_requests() {
-        let l = labels(&Classes::PerClass(2), 3, Device::Cpu).unwrap();
-        assert_eq!(Vec::<i64>::try_from(&l).unwrap(), [0, 0, 1, 1, 2, 2]);
-        assert_eq!(
-            labels(&Classes::List(vec![1, 10]), 10, Device::Cpu).unwrap_err(),
-            GuidanceError::Class {
-                class: 10,
-                num_classes: 10
-            }
-        );
-        assert!(
-            dropout_warning(0.0, 3.0).is_some()
-                && dropout_warning(0.1, 3.0).is_none()
-                && dropout_warning(0.0, 1.0).is_none()
-        );
     }
 }

@@ -207,7 +207,7 @@ fn train_step_feeds_the_null_class_at_rate_p_uncond() {
     let y2 = (&y1 + 3).remainder(10);
     let after_one_step = |p_uncond: f64, y: &Tensor| {
         let config = training::TrainConfig {
-            model: network::ModelConfig::Seed(SeedUNetConfig {
+            model: training::ModelConfig::Seed(SeedUNetConfig {
                 in_channels: 1,
                 channels: 32,
                 num_classes: Some(10),

@@ -86,7 +86,7 @@ impl Trained {
 
     /// Loads weights written by [`Trained::save`].
     pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let ck = training::checkpoint::load(path, device).map_err(|e| match e {
+        let ck = formats::checkpoint::load(path, device).map_err(|e| match e {
             training::TrainError::Checkpoint(m) => EvalError::Input(format!("classifier file {m}")),
             e => e.into(),
         })?;
@@ -97,7 +97,7 @@ impl Trained {
             )));
         }
         let mut me = Self::init(device);
-        training::checkpoint::copy_into(me.vs.variables(), "classifier", &ck.tensors, path)?;
+        formats::checkpoint::copy_into(me.vs.variables(), "classifier", &ck.tensors, path)?;
         me.vs.freeze();
         me.metadata = ck.metadata;
         Ok(me)

@@ -50,7 +50,7 @@ pub struct Samples {
 
 /// Reads an `images` / `labels` file written by `sample --save-tensors`.
 pub fn read_samples(path: &Path) -> Result<Samples> {
-    let ck = training::checkpoint::load(path, Device::Cpu).map_err(|e| match e {
+    let ck = formats::checkpoint::load(path, Device::Cpu).map_err(|e| match e {
         training::TrainError::Checkpoint(m) => EvalError::Input(format!("sample file {m}")),
         e => e.into(),
     })?;

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The file lives in `crates/evaluate/pretrained/` with its model card. The
-//! shipped diffusion models are in `training::pretrained`.
+//! shipped diffusion models are in `formats::pretrained`.
 use crate::{EvalError, Result, Trained};
 use std::path::{Path, PathBuf};
 use tch::Device;

@@ -3,6 +3,7 @@
 //! (`scripts/setup.sh` installs it).
 use classifier_free::Guided;
 use evaluate::{pretrained, Evaluator};
+use formats::checkpoint::TrainerFile;
 use reverse::{Pipeline, Sampler};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,7 +39,7 @@ fn classifier_reaches_its_recorded_test_accuracy() {
 #[test]
 fn shipped_model_samples_the_requested_classes() {
     let _g = serial();
-    let loaded = training::pretrained::fashion_cfg(Device::Cpu).unwrap();
+    let loaded = formats::pretrained::fashion_cfg(Device::Cpu).unwrap();
     let cfg = &loaded.config;
     assert_eq!(cfg.model.num_classes(), Some(10));
     assert!(
@@ -94,7 +95,7 @@ fn export_keeps_exactly_the_ema_weights() {
     let dir = std::env::temp_dir().join(format!("export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = training::TrainConfig {
-        model: network::ModelConfig::Seed(network::SeedUNetConfig {
+        model: training::ModelConfig::Seed(network::SeedUNetConfig {
             in_channels: 1,
             channels: 32,
             num_classes: Some(10),
@@ -122,13 +123,13 @@ fn export_keeps_exactly_the_ema_weights() {
     tr.save(&ckpt).unwrap();
     let out = dir.join("small.safetensors");
     let notes = BTreeMap::from([("hardware".to_string(), "test".to_string())]);
-    training::pretrained::export(&ckpt, &out, notes).unwrap();
-    let file = training::checkpoint::load(&out, Device::Cpu).unwrap();
+    formats::pretrained::export(&ckpt, &out, notes).unwrap();
+    let file = formats::checkpoint::load(&out, Device::Cpu).unwrap();
     assert!(file.tensors.keys().all(|k| k.starts_with("ema.")));
-    assert_eq!(file.metadata["format"], training::pretrained::FORMAT);
+    assert_eq!(file.metadata["format"], formats::pretrained::FORMAT);
     assert_eq!(file.metadata["hardware"], "test");
-    let a = training::load_model(&out, training::Weights::Ema, Device::Cpu).unwrap();
-    let b = training::load_model(&ckpt, training::Weights::Ema, Device::Cpu).unwrap();
+    let a = formats::load_model(&out, formats::Weights::Ema, Device::Cpu).unwrap();
+    let b = formats::load_model(&ckpt, formats::Weights::Ema, Device::Cpu).unwrap();
     let (va, vb) = (a.vs.variables(), b.vs.variables());
     assert_eq!(va.len(), vb.len());
     for (name, t) in &va {
@@ -140,7 +141,7 @@ fn export_keeps_exactly_the_ema_weights() {
 
 #[test]
 fn unknown_names_are_refused_clearly() {
-    let err = training::pretrained::model("cifar-huge", Device::Cpu)
+    let err = formats::pretrained::model("cifar-huge", Device::Cpu)
         .err()
         .unwrap()
         .to_string();

@@ -2,11 +2,11 @@
 //! Prints one line: `img/s <value>`.
 use clap::Parser;
 use forward::Prediction;
-use network::{ModelConfig, SeedUNetConfig};
+use network::SeedUNetConfig;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use training::optim::AdamConfig;
-use training::{TrainConfig, Trainer};
+use training::{ModelConfig, TrainConfig, Trainer};
 
 #[derive(Parser)]
 struct Args {

@@ -11,15 +11,17 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use classifier_free::Guided;
 use evaluate::{Evaluator, Metrics};
+use formats::checkpoint::TrainerFile;
+use formats::Weights;
 use forward::Schedule;
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
-use network::{ModelConfig, SeedUNetConfig};
+use network::SeedUNetConfig;
 use reverse::{GridStep, Pipeline, Sampler, Spacing, Step, StepInput, TimestepGrid, Variance};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-use training::{TrainConfig, Trainer, Weights};
+use training::{ModelConfig, TrainConfig, Trainer};
 use util::outputs::{Format, OutputSet};
 
 #[derive(Parser)]
@@ -85,7 +87,7 @@ fn main() {
         let table_out = outs.output("--out", &args.out.join("table.md"), Format::Markdown)?;
         let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
-        let shipped = training::pretrained::fashion_cfg(device)?;
+        let shipped = formats::pretrained::fashion_cfg(device)?;
         let s = shipped.schedule()?;
         let kind = shipped.config.prediction;
         let m: &dyn NoisePredictor = &*shipped.model;
@@ -176,7 +178,7 @@ fn main() {
             let w3 = |model: &dyn NoisePredictor| {
                 guided_sample(like_pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
             };
-            let load = |path: &Path| training::load_model(path, Weights::Ema, device);
+            let load = |path: &Path| formats::load_model(path, Weights::Ema, device);
             let correct = w3(&*load(&right)?.model)?;
             let mut exhibit = |key: &'static str, title: &'static str, buggy: Tensor| {
                 exhibits.push(Exhibit {
@@ -209,7 +211,7 @@ fn main() {
                 );
             }
             if wanted("no_ema") {
-                let raw = training::load_model(&right, Weights::Raw, device)?; // BUG
+                let raw = formats::load_model(&right, Weights::Raw, device)?; // BUG
                 exhibit(
                     "no_ema",
                     "sampling the raw weights instead of the EMA",

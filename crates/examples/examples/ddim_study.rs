@@ -139,20 +139,22 @@ fn main() {
             "steps.png",
         )?;
 
-        // 2. Grids: trailing (correct), leading (starts below T−1), and a broken
-        //    grid that also stops at t = 0 instead of ᾱ = 1, leaving noise.
+        // 2. Grids: trailing (correct); each mistake alone: leading (starts
+        //    below T−1) and trailing but stopping at t = 0 instead of ᾱ = 1
+        //    (leaves noise); and both together.
         let t = cfg.timesteps as i64;
+        let trailing = TimestepGrid::new(cfg.timesteps, 10, Spacing::Trailing)?;
         let leading = TimestepGrid::new(cfg.timesteps, 10, Spacing::Leading)?;
+        let trailing_ts: Vec<i64> = trailing.steps().iter().map(|st| st.t).collect();
+        let ends_early = TimestepGrid::unchecked(&trailing_ts, cfg.timesteps, Some(0));
         let broken_ts: Vec<i64> = (0..10).rev().map(|i| i * t / 10).collect();
         let broken = TimestepGrid::unchecked(&broken_ts, cfg.timesteps, Some(0));
         println!("\ngrids for S = 10:");
         for (name, g) in [
-            (
-                "trailing",
-                TimestepGrid::new(cfg.timesteps, 10, Spacing::Trailing)?,
-            ),
+            ("trailing", trailing.clone()),
             ("leading", leading.clone()),
-            ("broken", broken.clone()),
+            ("ends at 0", ends_early.clone()),
+            ("both", broken.clone()),
         ] {
             let ts: Vec<String> = g.steps().iter().map(|st| st.t.to_string()).collect();
             let end = g
@@ -162,27 +164,36 @@ fn main() {
                 .map_or("ᾱ = 1".to_string(), |p| {
                     format!("t = {p} (ᾱ = {:.4})", s.alpha_bar_host[p as usize])
                 });
-            println!("  {name:<9} {} → {end}", ts.join(" → "));
+            println!("  {name:<10} {} → {end}", ts.join(" → "));
         }
         let mut rows = vec![run(&ddim(10), &x_big_t, y.as_ref())?];
-        for grid in [&leading, &broken] {
+        for grid in [&leading, &ends_early, &broken] {
             rows.push(pipe.run(&ddim(10), grid, &x_big_t, y.as_ref(), &mut |_| {})?);
         }
-        // High-frequency energy: mean |x − mean of its 4 neighbours|; leftover noise raises it.
+        // High-frequency energy: the mean of |x − the mean of its 4 neighbours|
+        // over the inner 26×26 pixels; leftover noise raises it.
         let hf = |x: &Tensor| {
             let at = |dy: i64, dx: i64| x.narrow(2, 1 + dy, 26).narrow(3, 1 + dx, 26);
             let nb = (at(-1, 0) + at(1, 0) + at(0, -1) + at(0, 1)) / 4.0;
             (at(0, 0) - nb).abs().mean(Kind::Float).double_value(&[])
         };
-        for (name, r) in ["trailing", "leading", "broken"].iter().zip(&rows) {
+        for (name, r) in ["trailing", "leading", "ends at 0", "both"]
+            .iter()
+            .zip(&rows)
+        {
             let diff = (r - &rows[0]).abs().mean(Kind::Float).double_value(&[]);
             let mean = r.mean(Kind::Float).double_value(&[]);
-            println!("  {name:<9} mean |x − trailing| = {diff:.3}   high-frequency energy = {:.4}   mean pixel = {mean:+.3}", hf(r));
+            println!("  {name:<10} mean |x − trailing| = {diff:.4}   high-frequency energy = {:.4}   mean pixel = {mean:+.3}", hf(r));
         }
         save(
             &Tensor::cat(&rows, 0),
-            "DDIM-10 on three timestep grids",
-            util::strings(["trailing", "leading", "broken\n(ends at t = 0)"]),
+            "DDIM-10 on four timestep grids",
+            util::strings([
+                "trailing",
+                "leading",
+                "trailing,\nends at t = 0",
+                "leading,\nends at t = 0",
+            ]),
             &sample_cols,
             "grids.png",
         )?;

@@ -40,7 +40,7 @@ fn main() {
         if let Some(secs) = seconds_at_checkpoint(&args.checkpoint)? {
             notes.insert("train_seconds".into(), format!("{secs:.0}"));
         }
-        let bytes = training::pretrained::export_bytes(&args.checkpoint, notes)?;
+        let bytes = formats::pretrained::export_bytes(&args.checkpoint, notes)?;
         outs.write(out, &bytes)?;
         outs.commit()?;
         let bytes = bytes.len();

@@ -7,7 +7,8 @@
 //! across a row), sweep.csv (scale, class, diversity) and diversity.png.
 use anyhow::{bail, Context};
 use clap::Parser;
-use classifier_free::{Classes, Guided};
+use classifier_free::Guided;
+use examples::Classes;
 use examples::{DeviceArgs, ModelArgs};
 use reverse::{Pipeline, Sampler};
 use std::path::PathBuf;
@@ -85,7 +86,7 @@ fn main() {
         if let Some(w) = a
             .scales
             .iter()
-            .find_map(|&w| classifier_free::dropout_warning(cfg.p_uncond, w))
+            .find_map(|&w| examples::dropout_warning(cfg.p_uncond, w))
         {
             eprintln!("{w}");
         }
@@ -102,7 +103,7 @@ fn main() {
             a.per_class.saturating_mul(k),
             0,
         )?;
-        let y = classifier_free::labels(&Classes::PerClass(a.per_class), k, device)?;
+        let y = examples::labels(&Classes::PerClass(a.per_class), k, device)?;
         let n = y.size()[0];
         let [c, h, w] = cfg.image_shape();
         tch::manual_seed(a.seed as i64);

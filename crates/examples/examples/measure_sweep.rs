@@ -52,7 +52,7 @@ fn main() {
         let guidance_md = outs.output("--out", &file("guidance.md"), Format::Markdown)?;
         let steps_md = outs.output("--out", &file("steps.md"), Format::Markdown)?;
         let guidance_png = outs.output("--out", &file("guidance.png"), Format::Png)?;
-        let loaded = training::pretrained::fashion_cfg(device)?;
+        let loaded = formats::pretrained::fashion_cfg(device)?;
         let schedule = loaded.schedule()?;
         for &s in &args.steps {
             Sampler::ddim(s).grid(schedule.steps)?;

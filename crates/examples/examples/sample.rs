@@ -8,7 +8,8 @@
 //!     [--trace trace.safetensors] [--gif denoise.gif] [--trajectory traj.png]
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use classifier_free::{Classes, Guided};
+use classifier_free::Guided;
+use examples::Classes;
 use examples::{DeviceArgs, ModelArgs, SamplerArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
@@ -130,7 +131,7 @@ fn main() {
         )?;
         let (labels, cols) = match (cfg.model.num_classes(), &request) {
             (Some(k), Some(req)) => {
-                let l = classifier_free::labels(req, k, device)?;
+                let l = examples::labels(req, k, device)?;
                 let cols = if let Classes::PerClass(per) = req {
                     *per
                 } else {
@@ -150,7 +151,7 @@ fn main() {
         let guided;
         let predictor: &dyn NoisePredictor = if args.guidance != 1.0 {
             guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?;
-            if let Some(w) = classifier_free::dropout_warning(cfg.p_uncond, args.guidance) {
+            if let Some(w) = examples::dropout_warning(cfg.p_uncond, args.guidance) {
                 eprintln!("{w}");
             }
             &guided

@@ -7,15 +7,17 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use examples::DeviceArgs;
+use formats::checkpoint::Rotation;
+use formats::checkpoint::TrainerFile;
 use forward::{Prediction, ScheduleKind};
 use indicatif::{ProgressBar, ProgressStyle};
-use network::{ModelConfig, SeedUNetConfig, UNetConfig};
+use network::SeedUNetConfig;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
-use training::checkpoint::Rotation;
 use training::optim::AdamConfig;
-use training::{LossWeighting, LrSchedule, TrainConfig, TrainError, Trainer};
+use training::{LossWeighting, LrSchedule, ModelConfig, TrainConfig, TrainError, Trainer};
+use unet::UNetConfig;
 use util::outputs::{Format, OutputSet};
 use util::plot::{line_panels_png, Series};
 
@@ -104,7 +106,7 @@ struct Args {
     #[arg(long, default_value_t = 0.1)]
     final_lr_fraction: f64,
     /// uniform (L_simple) or min-snr-GAMMA (e.g. min-snr-5).
-    #[arg(long, default_value = "min-snr-5")]
+    #[arg(long, default_value = "min-snr-5", value_parser = examples::parse_loss_weighting)]
     loss_weighting: LossWeighting,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long, default_value_t = 1.0)]
@@ -112,9 +114,9 @@ struct Args {
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
     /// eps, x0 or v.
-    #[arg(long, default_value = "eps")]
+    #[arg(long, default_value = "eps", value_parser = examples::parse_prediction)]
     prediction: Prediction,
-    /// linear, scaled_linear or cosine.
+    /// linear, seed_linear or cosine.
     #[arg(long, default_value = "linear")]
     schedule: ScheduleKind,
     /// Number of diffusion steps T.
@@ -220,7 +222,7 @@ impl Args {
 
 impl Args {
     fn unet(&self, channels: i64, classes: Option<i64>) -> Result<UNetConfig> {
-        use network::{DownBlockType, UpBlockType};
+        use unet::{DownBlockType, UpBlockType};
         if let Some(path) = &self.unet_config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--unet-config {}: cannot read it", path.display()))?;

@@ -17,11 +17,12 @@
 //! them all-or-nothing.
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use forward::Schedule;
+use formats::{LoadedModel, Weights};
+use forward::{Prediction, Schedule};
 use reverse::{Pipeline, Sampler, Spacing, Variance};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
-use training::{LoadedModel, Weights};
+use training::LossWeighting;
 use util::outputs::OutputSet;
 
 /// `--device`.
@@ -117,7 +118,7 @@ impl ModelArgs {
         };
         let (loaded, source) = match (&self.checkpoint, &self.pretrained, &self.diffusers) {
             (Some(path), _, _) => (
-                training::load_model(path, weights, device)?,
+                formats::load_model(path, weights, device)?,
                 path.display().to_string(),
             ),
             (None, Some(name), _) => {
@@ -125,7 +126,7 @@ impl ModelArgs {
                     bail!("--raw-weights: pretrained models ship only their EMA weights");
                 }
                 (
-                    training::pretrained::model(name, device)?,
+                    formats::pretrained::model(name, device)?,
                     format!("pretrained:{name}"),
                 )
             }
@@ -243,6 +244,63 @@ impl SamplerArgs {
     }
 }
 
+/// `--prediction`: what the network is trained to output.
+pub fn parse_prediction(s: &str) -> std::result::Result<Prediction, String> {
+    match s {
+        "eps" | "epsilon" => Ok(Prediction::Epsilon),
+        "x0" | "sample" => Ok(Prediction::Sample),
+        "v" | "velocity" => Ok(Prediction::Velocity),
+        _ => Err(format!("unknown prediction '{s}': use eps, x0 or v")),
+    }
+}
+
+/// `--loss-weighting`: `uniform` or `min-snr-GAMMA` (e.g. `min-snr-5`).
+pub fn parse_loss_weighting(s: &str) -> std::result::Result<LossWeighting, String> {
+    let gamma = s.strip_prefix("min-snr-").map(|g| g.parse::<f64>());
+    match (s, gamma) {
+        ("uniform", _) => Ok(LossWeighting::Uniform),
+        (_, Some(Ok(gamma))) if gamma.is_finite() && gamma > 0.0 => {
+            Ok(LossWeighting::MinSnr { gamma })
+        }
+        _ => Err(format!(
+            "unknown loss weighting '{s}': use uniform or min-snr-GAMMA (e.g. min-snr-5)"
+        )),
+    }
+}
+
+/// Which classes to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classes {
+    /// Exactly these labels, one image each.
+    List(Vec<i64>),
+    /// k images of every class, class-major: 0, 0, …, 1, 1, ….
+    PerClass(i64),
+}
+
+/// The label tensor for a request, checked against the model's classes.
+pub fn labels(classes: &Classes, num_classes: i64, device: Device) -> Result<Tensor> {
+    let list: Vec<i64> = match classes {
+        Classes::List(l) => l.clone(),
+        Classes::PerClass(k) => (0..num_classes)
+            .flat_map(|c| std::iter::repeat_n(c, *k as usize))
+            .collect(),
+    };
+    if let Some(&class) = list.iter().find(|&&c| c < 0 || c >= num_classes) {
+        bail!(
+            "class {class} is out of range: this model has classes 0 to {}",
+            num_classes - 1
+        );
+    }
+    Ok(Tensor::from_slice(&list).to_device(device))
+}
+
+/// A one-line warning when guiding a model that never saw the null class.
+pub fn dropout_warning(p_uncond: f64, w: f64) -> Option<String> {
+    (p_uncond == 0.0 && w != 1.0).then(|| {
+        format!("warning: this model was trained without label dropout (p_uncond = 0): its unconditional branch is untrained, so guidance w = {w} mixes in noise predictions it never learned")
+    })
+}
+
 /// Refuses a sampling run that cannot fit in memory, before anything is
 /// allocated: `n` images of `shape`, sampled `batch` at a time, keeping
 /// `steps` steps of 5 tensors each when a trace is recorded (0 otherwise).
@@ -338,5 +396,38 @@ mod tests {
         let none = parse(&[]).unwrap();
         let err = none.model.load(Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("--checkpoint FILE"), "{err}");
+    }
+
+    #[test]
+    fn label_requests() {
+        let l = labels(&Classes::PerClass(2), 3, Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&l).unwrap(), [0, 0, 1, 1, 2, 2]);
+        let err = labels(&Classes::List(vec![1, 10]), 10, Device::Cpu).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "class 10 is out of range: this model has classes 0 to 9"
+        );
+        assert!(
+            dropout_warning(0.0, 3.0).is_some()
+                && dropout_warning(0.1, 3.0).is_none()
+                && dropout_warning(0.0, 1.0).is_none()
+        );
+    }
+
+    #[test]
+    fn loss_weighting_flag() {
+        let w = parse_loss_weighting("min-snr-5").unwrap();
+        assert_eq!(w, LossWeighting::MinSnr { gamma: 5.0 });
+        assert_eq!(
+            parse_loss_weighting("uniform").unwrap(),
+            LossWeighting::Uniform
+        );
+        for bad in ["min-snr-0", "min-snr--1", "min-snr-nan", "snr", ""] {
+            assert!(parse_loss_weighting(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_prediction("v").unwrap(), Prediction::Velocity);
+        assert!(parse_prediction("noise")
+            .unwrap_err()
+            .contains("use eps, x0 or v"));
     }
 }

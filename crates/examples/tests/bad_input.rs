@@ -8,6 +8,7 @@
 //! test is run alone (`cargo test -p examples --test bad_input`) it builds
 //! them first. Fixtures are tiny and made here: a 32-channel SeedUNet
 //! checkpoint with T = 20, damaged copies of it, IDX files of a few images.
+use formats::checkpoint::TrainerFile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,7 +61,7 @@ fn fixtures() -> &'static Path {
 
 fn tiny_config() -> training::TrainConfig {
     training::TrainConfig {
-        model: network::ModelConfig::Seed(network::SeedUNetConfig {
+        model: training::ModelConfig::Seed(network::SeedUNetConfig {
             in_channels: 1,
             channels: 32,
             num_classes: Some(4),
@@ -148,7 +149,7 @@ fn make_fixtures(d: &Path) {
         raw_safetensors("weights", "F16", &[2], &[0, 60, 0, 60]),
     )
     .unwrap();
-    training::pretrained::export(&ck, &d.join("exported.safetensors"), BTreeMap::new()).unwrap();
+    formats::pretrained::export(&ck, &d.join("exported.safetensors"), BTreeMap::new()).unwrap();
     // The same weights under a config that asks for 4096 channels.
     let mut loaded = util::safetensors::load(&ck, Device::Cpu).unwrap();
     let cfg = loaded.metadata["config"].replace("\"channels\":32", "\"channels\":4096");
@@ -625,7 +626,7 @@ fn kill_nine(root: &Path) -> Result<(), String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let rot = training::checkpoint::Rotation {
+    let rot = formats::checkpoint::Rotation {
         dir: dir.join("run"),
         keep: 2,
     };
@@ -640,7 +641,7 @@ fn kill_nine(root: &Path) -> Result<(), String> {
         problems.push("no checkpoint was written within 60 s".to_string());
     }
     for (_, p) in rot.list() {
-        if let Err(e) = training::checkpoint::load(&p, Device::Cpu) {
+        if let Err(e) = formats::checkpoint::load(&p, Device::Cpu) {
             problems.push(format!("{} does not load after kill -9: {e}", p.display()));
         }
     }

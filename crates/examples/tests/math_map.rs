@@ -7,6 +7,7 @@
 #[test]
 fn every_rust_path_in_the_math_map_exists() {
     use ::classifier_free::*;
+    use ::closed_form::*;
     use ::data::*;
     use ::evaluate::*;
     use ::formats::*;
@@ -14,9 +15,12 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::network::*;
     use ::reverse::*;
     use ::training::*;
+    use ::unet::*;
     use ::util::*;
 
     use ::classifier_free::guided_eps as _;
+    use ::closed_form::elbo_weight as _;
+    use ::closed_form::gaussian_kl as _;
     use ::evaluate::metrics::frechet_distance as _;
     use ::evaluate::metrics::precision_recall as _;
     use ::forward::betas as _;

@@ -1,14 +1,15 @@
 //! diffusers' files: a `UNet2DModel` config.json in the book's `UNetConfig`
 //! and back, and a saved model or pipeline folder loaded for the book's
 //! samplers.
+use crate::LoadedModel;
 use anyhow::{anyhow, Result};
 use forward::{Prediction, ScheduleKind};
-use network::{ModelConfig, UNetConfig};
 use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 use training::optim::AdamConfig;
-use training::{LoadedModel, LossWeighting, LrSchedule, TrainConfig};
+use training::{LossWeighting, LrSchedule, ModelConfig, TrainConfig};
+use unet::UNetConfig;
 
 /// Reads a diffusers `UNet2DModel` config.json. Settings outside the book's
 /// subset (a Fourier time embedding, scale-shift norms, other blocks …) are
@@ -130,7 +131,7 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
         dataset: format!("diffusers:{}", dir.display()),
     };
     config.validate()?;
-    let ck = training::checkpoint::load(&weights, device)?;
+    let ck = crate::checkpoint::load(&weights, device)?;
     let prefixed: std::collections::HashMap<String, Tensor> = ck
         .tensors
         .into_iter()
@@ -138,7 +139,7 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
         .collect();
     let mut vs = VarStore::new(device);
     let model = config.model.build(&vs.root())?;
-    training::checkpoint::copy_into(vs.variables(), "unet", &prefixed, &weights)?;
+    crate::checkpoint::copy_into(vs.variables(), "unet", &prefixed, &weights)?;
     vs.freeze();
     Ok(LoadedModel {
         config,

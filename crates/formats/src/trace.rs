@@ -24,6 +24,12 @@ pub fn save(
     util::write_atomic(path, &to_bytes(records, s, sampler, prediction)?)
 }
 
+/// A record's per-image tensors, in the order of their names in the file.
+const NAMES: [&str; 5] = ["x_t", "out", "x0", "z", "x_prev"];
+fn per_image(r: &StepRecord) -> [&Tensor; 5] {
+    [&r.x_t, &r.out, &r.x0, &r.z, &r.x_prev]
+}
+
 /// A trace as the bytes of its safetensors file (see [`save`]).
 pub fn to_bytes(
     records: &[StepRecord],
@@ -45,8 +51,8 @@ pub fn to_bytes(
             Tensor::from_slice(&s.alpha_bar_host),
         ),
     ];
-    for (k, (name, _)) in records[0].tensors().into_iter().enumerate() {
-        let per_step: Vec<&Tensor> = records.iter().map(|r| r.tensors()[k].1).collect();
+    for (k, name) in NAMES.into_iter().enumerate() {
+        let per_step: Vec<&Tensor> = records.iter().map(|r| per_image(r)[k]).collect();
         tensors.push((
             name.to_string(),
             Tensor::stack(&per_step, 0).to_kind(Kind::Float),

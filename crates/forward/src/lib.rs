@@ -3,7 +3,6 @@
 //! Index convention, used everywhere in the book: timesteps are 0-based,
 //! `t ∈ {0, …, T−1}`, and our `t` is the paper's `t + 1`. So `alpha_bar[0]`
 //! is the paper's ᾱ₁ and `alpha_bar_prev[0] = 1` is the paper's ᾱ₀.
-pub mod oracle;
 mod prediction;
 
 pub use prediction::{predict_x0_from_eps, target, x0_and_eps, Prediction};
@@ -38,19 +37,22 @@ pub type Result<T> = std::result::Result<T, ForwardError>;
 pub enum ScheduleKind {
     /// DDPM: β linear from 1e-4 to 0.02.
     Linear,
-    /// The seed tutorial: β linear from 3e-4·(1000/T) to 3e-2·(1000/T).
-    ScaledLinear,
+    /// The seed tutorial: β linear from 3e-4·(1000/T) to 3e-2·(1000/T). (Not
+    /// diffusers' `scaled_linear`, which is linear in √β; files written before
+    /// the rename still read.)
+    #[serde(alias = "scaled_linear")]
+    SeedLinear,
     /// Improved DDPM (Nichol & Dhariwal 2021): ᾱ follows a squared cosine, s = 0.008, β ≤ 0.999.
     Cosine,
 }
 
 impl ScheduleKind {
-    pub const ALL: [ScheduleKind; 3] = [Self::Linear, Self::ScaledLinear, Self::Cosine];
+    pub const ALL: [ScheduleKind; 3] = [Self::Linear, Self::SeedLinear, Self::Cosine];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Linear => "linear",
-            Self::ScaledLinear => "scaled_linear",
+            Self::SeedLinear => "seed_linear",
             Self::Cosine => "cosine",
         }
     }
@@ -70,7 +72,7 @@ impl std::str::FromStr for ScheduleKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 ForwardError::InvalidSchedule(format!(
-                    "unknown schedule '{s}': use linear, scaled_linear or cosine"
+                    "unknown schedule '{s}': use linear, seed_linear or cosine"
                 ))
             })
     }
@@ -93,11 +95,11 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Tensor> {
     let t = steps as f64;
     let betas = match kind {
         ScheduleKind::Linear => Tensor::linspace(1e-4, 0.02, steps as i64, f64_),
-        ScheduleKind::ScaledLinear => {
+        ScheduleKind::SeedLinear => {
             let scale = 1000.0 / t;
             if 3e-2 * scale >= 1.0 {
                 return Err(ForwardError::InvalidSchedule(format!(
-                    "scaled_linear with T = {steps} would end at β = {:.3} ≥ 1; use T ≥ 31",
+                    "seed_linear with T = {steps} would end at β = {:.3} ≥ 1; use T ≥ 31",
                     3e-2 * scale
                 )));
             }

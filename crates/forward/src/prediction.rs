@@ -16,18 +16,6 @@ pub enum Prediction {
     Velocity,
 }
 
-impl std::str::FromStr for Prediction {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "eps" | "epsilon" => Ok(Self::Epsilon),
-            "x0" | "sample" => Ok(Self::Sample),
-            "v" | "velocity" => Ok(Self::Velocity),
-            _ => Err(format!("unknown prediction '{s}': use eps, x0 or v")),
-        }
-    }
-}
-
 // ANCHOR: target
 /// The regression target for x_0, noise ε and timesteps t.
 pub fn target(

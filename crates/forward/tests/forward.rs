@@ -1,6 +1,8 @@
 //! The forward process against its f64 oracle, closed-form statistics and
 //! clear errors.
-use forward::{oracle, ForwardError, Schedule, ScheduleKind};
+mod oracle;
+
+use forward::{ForwardError, Schedule, ScheduleKind};
 use ndarray::{Array1, ArrayD};
 use tch::{Device, Kind, Tensor};
 
@@ -113,9 +115,9 @@ fn schedules_match_the_f64_oracle() {
                     // Host copies are the f64 values before rounding to f32.
                     assert_close("alpha_bar_host", &s.alpha_bar_host, &want[2].1);
                 }
-                // scaled_linear at T = 10 would need β up to 3.0: both sides refuse.
+                // seed_linear at T = 10 would need β up to 3.0: both sides refuse.
                 (Err(e1), Err(e2)) => {
-                    assert_eq!((kind, steps), (ScheduleKind::ScaledLinear, 10));
+                    assert_eq!((kind, steps), (ScheduleKind::SeedLinear, 10));
                     assert_eq!(e1, e2);
                     assert!(e1.to_string().contains("≥ 1"), "{e1}");
                 }
@@ -319,7 +321,7 @@ fn bad_timesteps_and_shapes_get_clear_errors() {
         .parse::<ScheduleKind>()
         .unwrap_err()
         .to_string()
-        .contains("use linear, scaled_linear or cosine"));
+        .contains("use linear, seed_linear or cosine"));
     assert!(Schedule::new(ScheduleKind::Linear, 1, Device::Cpu).is_err());
 }
 

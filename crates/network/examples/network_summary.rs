@@ -3,10 +3,11 @@
 //!
 //! cargo run --release --example network_summary [-- --figure-dir DIR]
 use clap::Parser;
-use network::{record_shapes, timestep_embedding, SeedUNet, SeedUNetConfig, UNet, UNetConfig};
+use network::{record_shapes, timestep_embedding, SeedUNet, SeedUNetConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{nn, Kind, Tensor};
+use unet::{UNet, UNetConfig};
 use util::layers::{layer_table, Block};
 
 #[derive(Parser)]
@@ -69,7 +70,7 @@ fn main() {
                     Box::new(move |x, t, y| m.forward_t(x, t, Some(y), false))
                 }
                 _ => {
-                    use network::{DownBlockType::*, UpBlockType::*};
+                    use unet::{DownBlockType::*, UpBlockType::*};
                     let cfg = UNetConfig {
                         sample_size: Some(32),
                         in_channels: 3,

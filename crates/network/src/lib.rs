@@ -1,17 +1,16 @@
 //! The noise-prediction network ε_θ(x_t, t, y).
 //!
-//! Two models implement one trait, [`NoisePredictor`]:
-//! - [`SeedUNet`], the small UNet of the seed tutorial, laid out so that a
-//!   PyTorch `state_dict` maps onto it name for name;
-//! - [`UNet`], the subset of diffusers' `UNet2DModel` a small image model
-//!   needs, with diffusers' state_dict names and config fields.
+//! What the training loop and the samplers see of a network is one trait,
+//! [`NoisePredictor`]. This crate holds it, the timestep embedding, and
+//! [`SeedUNet`], the small UNet of the seed tutorial, laid out so that a
+//! PyTorch `state_dict` maps onto it name for name. The diffusers-compatible
+//! `UNet` is a crate of its own beside this one (`unet`); `training::ModelConfig`
+//! names either.
 pub mod probe;
 mod seed;
-mod unet;
 
 pub use probe::{record_shapes, Shape};
 pub use seed::{SeedUNet, SeedUNetConfig};
-pub use unet::{sinusoidal_embedding, DownBlockType, MidBlockType, UNet, UNetConfig, UpBlockType};
 
 use tch::{Device, Kind, Tensor};
 
@@ -53,38 +52,6 @@ pub trait NoisePredictor {
 }
 // ANCHOR_END: trait
 
-/// Either model, by configuration: what a checkpoint records.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "model", rename_all = "snake_case")]
-pub enum ModelConfig {
-    Seed(SeedUNetConfig),
-    Unet(UNetConfig),
-}
-
-impl ModelConfig {
-    /// Builds the model's variables under `vs`.
-    pub fn build(&self, vs: &tch::nn::Path) -> Result<Box<dyn NoisePredictor>> {
-        Ok(match self {
-            Self::Seed(c) => Box::new(SeedUNet::new(vs, *c)?),
-            Self::Unet(c) => Box::new(UNet::new(vs, c.clone())?),
-        })
-    }
-
-    pub fn num_classes(&self) -> Option<i64> {
-        match self {
-            Self::Seed(c) => c.num_classes,
-            Self::Unet(c) => c.num_classes(),
-        }
-    }
-
-    pub fn in_channels(&self) -> i64 {
-        match self {
-            Self::Seed(c) => c.in_channels,
-            Self::Unet(c) => c.in_channels,
-        }
-    }
-}
-
 /// The transformer's sinusoidal embedding, as DDPM uses it for timesteps.
 pub const MAX_PERIOD: f64 = 10_000.0;
 
@@ -110,8 +77,8 @@ pub fn embedding_table(timesteps: &[i64], dim: i64) -> Result<Tensor> {
     timestep_embedding(&Tensor::from_slice(timesteps).to_device(Device::Cpu), dim)
 }
 
-/// Checks x_t, t and y against a model's expectations (shared by both models).
-pub(crate) fn check_inputs(
+/// Checks x_t, t and y against a model's expectations (every model calls it first).
+pub fn check_inputs(
     x: &Tensor,
     t: &Tensor,
     y: Option<&Tensor>,
@@ -172,12 +139,7 @@ pub(crate) fn check_inputs(
 
 /// Labels for the class embedding: the given ones, or the null class
 /// (= num_classes) for every image when none are given.
-pub(crate) fn labels_or_null(
-    y: Option<&Tensor>,
-    n: i64,
-    num_classes: i64,
-    device: Device,
-) -> Tensor {
+pub fn labels_or_null(y: Option<&Tensor>, n: i64, num_classes: i64, device: Device) -> Tensor {
     match y {
         Some(y) => y.to_kind(Kind::Int64),
         None => Tensor::full([n], num_classes, (Kind::Int64, device)),

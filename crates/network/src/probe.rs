@@ -31,7 +31,8 @@ pub fn record_shapes<R>(f: impl FnOnce() -> R) -> (R, Vec<Shape>) {
     )
 }
 
-pub(crate) fn report(name: &str, prefixes: &[&str], out: &Tensor) {
+/// Hands a block's output shape to a running [`record_shapes`] (else does nothing).
+pub fn report(name: &str, prefixes: &[&str], out: &Tensor) {
     SHAPES.with(|s| {
         if let Some(rows) = s.borrow_mut().as_mut() {
             rows.push(Shape {
@@ -45,7 +46,7 @@ pub(crate) fn report(name: &str, prefixes: &[&str], out: &Tensor) {
 
 /// A block with its VarStore name, reported after each forward pass.
 #[derive(Debug)]
-pub(crate) struct Seen<T> {
+pub struct Seen<T> {
     pub name: String,
     /// Further prefixes whose variables this row owns (a norm applied before it).
     pub also: Vec<&'static str>,

@@ -1,7 +1,6 @@
 //! Shapes, conditioning, errors and gradients of both networks.
-use network::{
-    record_shapes, NetworkError, NoisePredictor, SeedUNet, SeedUNetConfig, UNet, UNetConfig,
-};
+use network::{record_shapes, NetworkError, NoisePredictor, SeedUNet, SeedUNetConfig};
+use unet::{UNet, UNetConfig};
 use util::layers::{layer_table, Block, LayerStat};
 
 /// The layer table of one forward pass of `f` over the variables of `vs`.
@@ -408,7 +407,7 @@ fn diffusers_config_round_trips_and_unsupported_settings_are_refused() {
 
 #[test]
 fn diffusers_embedding_conventions() {
-    use network::sinusoidal_embedding;
+    use unet::sinusoidal_embedding;
     let t = Tensor::from_slice(&[0i64, 5, 999]);
     // flip = false, shift = 0 is the DDPM embedding of (2).
     let ddpm = network::timestep_embedding(&t, 32).unwrap();

@@ -110,8 +110,8 @@ fn seed_unet_matches_pytorch_both_ways() {
 }
 
 /// One config both ways through diffusers' UNet2DModel (scripts/parity/diffusers_unet.py).
-fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
-    use network::UNet;
+fn unet_parity(name: &str, cfg: unet::UNetConfig, hw: i64) {
+    use unet::UNet;
     tch::manual_seed(7);
     let dir = std::env::temp_dir().join(format!("unet-parity-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -192,12 +192,12 @@ fn unet_parity(name: &str, cfg: network::UNetConfig, hw: i64) {
 
 #[test]
 fn unet_with_attention_matches_diffusers_both_ways() {
-    unet_parity("attention", network::UNetConfig::fashion(), 28);
+    unet_parity("attention", unet::UNetConfig::fashion(), 28);
 }
 
 #[test]
 fn unet_without_attention_matches_diffusers_both_ways() {
-    use network::{DownBlockType::DownBlock2D, UNetConfig, UpBlockType::UpBlock2D};
+    use unet::{DownBlockType::DownBlock2D, UNetConfig, UpBlockType::UpBlock2D};
     // Two layers per block, the other embedding convention, 3 channels at 32×32.
     let cfg = UNetConfig {
         sample_size: Some(32),

@@ -22,20 +22,6 @@ pub enum Spacing {
     Trailing,
 }
 
-impl std::str::FromStr for Spacing {
-    type Err = ReverseError;
-    fn from_str(s: &str) -> Result<Self, ReverseError> {
-        match s {
-            "leading" => Ok(Self::Leading),
-            "linspace" => Ok(Self::Linspace),
-            "trailing" => Ok(Self::Trailing),
-            _ => Err(ReverseError::Config(format!(
-                "unknown spacing '{s}': use leading, linspace or trailing"
-            ))),
-        }
-    }
-}
-
 /// One step of a grid: from timestep `t` to `prev` (None = past the first
 /// step, where x is the final sample and ᾱ_prev = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +180,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("between 1 and T = 10"));
-        assert!("uniform".parse::<Spacing>().is_err());
     }
 }

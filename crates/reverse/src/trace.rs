@@ -20,17 +20,6 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    /// The per-image tensors under their names in the file.
-    pub fn tensors(&self) -> [(&'static str, &Tensor); 5] {
-        [
-            ("x_t", &self.x_t),
-            ("out", &self.out),
-            ("x0", &self.x0),
-            ("z", &self.z),
-            ("x_prev", &self.x_prev),
-        ]
-    }
-
     /// A record sharing this one's storage (for keeping what a sampler's
     /// observer is shown).
     pub fn shallow_clone(&self) -> Self {

@@ -1,15 +1,14 @@
 //! Training the denoiser: the DDPM loss, Adam/AdamW with warm-up and gradient
-//! clipping, an EMA of the weights, and checkpoints that resume exactly.
-pub mod checkpoint;
+//! clipping, and an EMA of the weights. The training state is all public, so
+//! that `formats::checkpoint` saves it and resumes it exactly.
 pub mod optim;
-pub mod pretrained;
 
 use forward::{target, Prediction, Schedule, ScheduleKind, Timesteps};
-use network::{ModelConfig, NoisePredictor};
+use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
 use optim::{Adam, AdamConfig};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+use unet::{UNet, UNetConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -37,6 +36,62 @@ pub enum TrainError {
 
 pub type Result<T> = std::result::Result<T, TrainError>;
 
+/// Either network, by configuration: what a checkpoint records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case")]
+pub enum ModelConfig {
+    Seed(SeedUNetConfig),
+    Unet(UNetConfig),
+}
+
+impl ModelConfig {
+    /// Builds the model's variables under `vs`.
+    pub fn build(&self, vs: &tch::nn::Path) -> network::Result<Box<dyn NoisePredictor>> {
+        Ok(match self {
+            Self::Seed(c) => Box::new(SeedUNet::new(vs, *c)?),
+            Self::Unet(c) => Box::new(UNet::new(vs, c.clone())?),
+        })
+    }
+
+    pub fn num_classes(&self) -> Option<i64> {
+        match self {
+            Self::Seed(c) => c.num_classes,
+            Self::Unet(c) => c.num_classes(),
+        }
+    }
+
+    /// About how many parameters (within 2×), from the widths alone.
+    pub fn approx_parameters(&self) -> f64 {
+        match self {
+            Self::Seed(c) => 83.0 * (c.channels as f64).powi(2),
+            Self::Unet(c) => c.approx_parameters(),
+        }
+    }
+
+    /// Refuses a model whose weights, `copies` float32 copies of them (1 to
+    /// sample, 4 to train with EMA and Adam), would not fit in memory.
+    pub fn check_memory(&self, copies: f64, source: &str) -> Result<()> {
+        let params = self.approx_parameters();
+        let what = format!(
+            "{source}: a model of about {:.0} M parameters",
+            params / 1e6
+        );
+        util::ensure_memory(
+            params * 4.0 * copies * 1.5,
+            &what,
+            "use a smaller model (fewer channels)",
+        )
+        .map_err(|e| TrainError::Input(format!("{e:#}")))
+    }
+
+    pub fn in_channels(&self) -> i64 {
+        match self {
+            Self::Seed(c) => c.in_channels,
+            Self::Unet(c) => c.in_channels,
+        }
+    }
+}
+
 // ANCHOR: drop_labels
 /// Replaces each label by the null class `num_classes` with probability
 /// `p_uncond`, so one network also learns the unconditional model.
@@ -59,20 +114,6 @@ pub enum LossWeighting {
     /// x_0 error weighted by min(SNR(t), γ), so the low-noise steps, which are
     /// easy, stop dominating the gradient.
     MinSnr { gamma: f64 },
-}
-
-impl std::str::FromStr for LossWeighting {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let gamma = s.strip_prefix("min-snr-").map(|g| g.parse::<f64>());
-        match (s, gamma) {
-            ("uniform", _) => Ok(Self::Uniform),
-            (_, Some(Ok(gamma))) if gamma.is_finite() && gamma > 0.0 => Ok(Self::MinSnr { gamma }),
-            _ => Err(format!(
-                "unknown loss weighting '{s}': use uniform or min-snr-GAMMA (e.g. min-snr-5)"
-            )),
-        }
-    }
 }
 
 // ANCHOR: loss_weight
@@ -305,7 +346,7 @@ fn step_seed(seed: u64, step: i64) -> i64 {
 impl Trainer {
     pub fn new(config: TrainConfig, device: Device) -> Result<Self> {
         config.validate()?;
-        checkpoint::check_model_size(&config.model, 4.0, None, "the training config")?;
+        config.model.check_memory(4.0, "the training config")?;
         tch::manual_seed(step_seed(config.seed, -1)); // the initial weights
         let vs = VarStore::new(device);
         let model = config.model.build(&vs.root())?;
@@ -404,144 +445,4 @@ impl Trainer {
         });
     }
     // ANCHOR_END: ema
-
-    /// The checkpoint: model, EMA, Adam moments; step, config and versions as metadata.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (prefix, vs) in [("model", &self.vs), ("ema", &self.ema_vs)] {
-            tensors.extend(
-                vs.variables()
-                    .into_iter()
-                    .map(|(n, t)| (format!("{prefix}.{n}"), t)),
-            );
-        }
-        tensors.extend(self.opt.state());
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut meta = BTreeMap::new();
-        meta.insert("format".into(), "diffusion-executed/checkpoint-v1".into());
-        meta.insert(
-            "config".into(),
-            serde_json::to_string(&self.config).expect("config serialises"),
-        );
-        meta.insert("step".into(), self.step.to_string());
-        meta.insert("adam_t".into(), self.opt.t.to_string());
-        meta.insert(
-            "rng".into(),
-            format!("reseeded per step from (seed = {}, step)", self.config.seed),
-        );
-        meta.insert("torch".into(), env!("DIFFUSION_TORCH_VERSION").into());
-        checkpoint::save(path, &tensors, &meta)
-    }
-
-    /// Restores a run from a checkpoint written by [`Trainer::save`].
-    pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let ck = checkpoint::load(path, device)?;
-        if ck.metadata.get("format").map(String::as_str) == Some(pretrained::FORMAT) {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: an exported model (EMA weights only, no optimizer state) cannot resume training: resume from a ckpt-*.safetensors written by `train`",
-                path.display()
-            )));
-        }
-        let config = read_config(&ck.metadata, path)?;
-        let in_file: usize = ck.tensors.values().map(|t| t.numel()).sum();
-        checkpoint::check_model_size(
-            &config.model,
-            0.0,
-            Some(in_file),
-            &path.display().to_string(),
-        )?;
-        let mut tr = Self::new(config, device)?;
-        checkpoint::copy_into(tr.vs.variables(), "model", &ck.tensors, path)?;
-        checkpoint::copy_into(tr.ema_vs.variables(), "ema", &ck.tensors, path)?;
-        for (prefix, bufs) in tr.opt.moments() {
-            checkpoint::copy_into(bufs, prefix, &ck.tensors, path)?;
-        }
-        let num = |k: &str| -> Result<i64> {
-            ck.metadata
-                .get(k)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    TrainError::Checkpoint(format!("{}: metadata '{k}' missing", path.display()))
-                })
-        };
-        tr.step = num("step")?;
-        tr.opt.t = num("adam_t")?;
-        Ok(tr)
-    }
-}
-
-fn read_config(meta: &BTreeMap<String, String>, path: &Path) -> Result<TrainConfig> {
-    let raw = meta.get("config").ok_or_else(|| {
-        TrainError::Checkpoint(format!(
-            "{}: no 'config' metadata: not a checkpoint written by this book's trainer",
-            path.display()
-        ))
-    })?;
-    serde_json::from_str(raw).map_err(|e| {
-        TrainError::Checkpoint(format!("{}: bad config metadata ({e})", path.display()))
-    })
-}
-
-/// Which weights to sample from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weights {
-    Ema,
-    Raw,
-}
-
-/// A trained model for sampling: its config and weights.
-pub struct LoadedModel {
-    pub config: TrainConfig,
-    pub vs: VarStore,
-    pub model: Box<dyn NoisePredictor>,
-    pub step: i64,
-}
-
-impl LoadedModel {
-    /// The noise schedule the model was trained with, on the model's device.
-    pub fn schedule(&self) -> Result<Schedule> {
-        Ok(Schedule::new(
-            self.config.schedule,
-            self.config.timesteps,
-            self.vs.device(),
-        )?)
-    }
-}
-
-/// Loads just the model (EMA by default) from a checkpoint, for sampling.
-pub fn load_model(path: &Path, weights: Weights, device: Device) -> Result<LoadedModel> {
-    let ck = checkpoint::load(path, device)?;
-    let config = read_config(&ck.metadata, path)?;
-    let in_file: usize = ck.tensors.values().map(|t| t.numel()).sum();
-    checkpoint::check_model_size(
-        &config.model,
-        1.0,
-        Some(in_file),
-        &path.display().to_string(),
-    )?;
-    let mut vs = VarStore::new(device);
-    let model = config.model.build(&vs.root())?;
-    let prefix = match weights {
-        Weights::Ema => "ema",
-        Weights::Raw => "model",
-    };
-    if weights == Weights::Raw && !ck.tensors.keys().any(|k| k.starts_with("model.")) {
-        return Err(TrainError::Input(format!(
-            "{}: --raw-weights, but this file holds only EMA weights (an exported model): drop --raw-weights",
-            path.display()
-        )));
-    }
-    checkpoint::copy_into(vs.variables(), prefix, &ck.tensors, path)?;
-    vs.freeze();
-    let step = ck
-        .metadata
-        .get("step")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok(LoadedModel {
-        config,
-        vs,
-        model,
-        step,
-    })
 }

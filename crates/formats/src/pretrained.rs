@@ -1,20 +1,22 @@
 //! The diffusion models that ship with the book, one call away:
 //!
 //! ```no_run
-//! # extern crate training; // required for mdbook test
+//! # extern crate formats; // required for mdbook test
 //! # extern crate tch; // required for mdbook test
-//! let model = training::pretrained::fashion_cfg(tch::Device::Cpu).unwrap();
+//! let model = formats::pretrained::fashion_cfg(tch::Device::Cpu).unwrap();
 //! ```
 //!
 //! Files live in `crates/training/pretrained/` with a model card (`*.md`)
 //! each. They hold EMA weights only, with the training config in the metadata.
-use crate::{checkpoint, load_model, LoadedModel, Result, TrainError, Weights};
+use crate::checkpoint::{self, load_model, LoadedModel, Weights};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
+use training::{Result, TrainError};
 
-/// Where the shipped files are.
-pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pretrained");
+/// Where the shipped files are. They stay in the training crate's folder,
+/// the path the model cards, scripts and readers' commands name.
+pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../training/pretrained");
 
 /// Shipped diffusion models (for `sample --pretrained NAME`).
 pub const MODELS: [&str; 1] = ["fashion-cfg"];

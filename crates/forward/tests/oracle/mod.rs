@@ -3,8 +3,11 @@
 //! show the math with nothing in the way.
 //!
 //! The posterior is derived here by Bayes' rule on two Gaussians, not from the
-//! closed-form coefficients that [`crate::Schedule`] uses.
-use crate::{ForwardError, ScheduleKind, COSINE_S, MAX_BETA};
+//! closed-form coefficients that `forward::Schedule` uses.
+//!
+//! Test code: the forward tests and the sampler tests include this file.
+#![allow(dead_code)] // each test binary uses part of it
+use forward::{ForwardError, ScheduleKind, COSINE_S, MAX_BETA};
 use ndarray::{Array1, ArrayD};
 
 /// β_0 … β_{T−1} of a schedule.
@@ -19,11 +22,11 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Array1<f64>, ForwardErr
         |a: f64, b: f64| Array1::from_shape_fn(steps, |i| a + (b - a) * i as f64 / (t - 1.0));
     match kind {
         ScheduleKind::Linear => Ok(lerp(1e-4, 0.02)),
-        ScheduleKind::ScaledLinear => {
+        ScheduleKind::SeedLinear => {
             let (a, b) = (3e-4 * 1000.0 / t, 3e-2 * 1000.0 / t);
             if b >= 1.0 {
                 return Err(ForwardError::InvalidSchedule(format!(
-                    "scaled_linear with T = {steps} would end at β = {b:.3} ≥ 1; use T ≥ 31"
+                    "seed_linear with T = {steps} would end at β = {b:.3} ≥ 1; use T ≥ 31"
                 )));
             }
             Ok(lerp(a, b))

@@ -4,8 +4,11 @@
 //! UNetMidBlock2D, UpBlock2D / AttnUpBlock2D), the variables carry diffusers'
 //! `state_dict` names, and [`UNetConfig`] uses diffusers' field names, so a
 //! model trained with diffusers loads into the book's samplers and back.
-use crate::probe::Seen;
-use crate::{check_inputs, NetworkError, NoisePredictor, Result};
+//!
+//! It sits beside the core, like a model zoo's entry: the samplers and the
+//! training loop see it only through [`network::NoisePredictor`].
+use network::probe::Seen;
+use network::{check_inputs, labels_or_null, NetworkError, NoisePredictor, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -135,6 +138,21 @@ impl UNetConfig {
         1 << (self.block_out_channels.len().max(1) - 1)
     }
 
+    /// About how many parameters, from the widths alone (within a factor of
+    /// 2 for the book's layouts): enough to refuse an absurd config early.
+    pub fn approx_parameters(&self) -> f64 {
+        let sq = |v: i64| (v as f64).powi(2);
+        let per_level = 46.0 * self.layers_per_block as f64 + 36.0;
+        let levels: f64 = self
+            .block_out_channels
+            .iter()
+            .map(|&v| per_level * sq(v))
+            .sum();
+        let last = self.block_out_channels.last().copied().unwrap_or(0);
+        let first = self.block_out_channels.first().copied().unwrap_or(0);
+        levels + 40.0 * sq(last) + 20.0 * sq(first)
+    }
+
     fn heads(&self, channels: i64) -> i64 {
         self.attention_head_dim.map_or(1, |d| channels / d)
     }
@@ -220,7 +238,7 @@ pub fn sinusoidal_embedding(
     freq_shift: i64,
 ) -> Tensor {
     let half = dim / 2;
-    let exponent = Tensor::arange(half, (Kind::Float, t.device())) * (-crate::MAX_PERIOD.ln())
+    let exponent = Tensor::arange(half, (Kind::Float, t.device())) * (-network::MAX_PERIOD.ln())
         / (half - freq_shift) as f64;
     let angles = t.to_kind(Kind::Float).unsqueeze(1) * exponent.exp().unsqueeze(0);
     let (sin, cos) = (angles.sin(), angles.cos());
@@ -317,7 +335,12 @@ impl ResnetBlock2D {
 }
 // ANCHOR_END: resnet_block
 
-impl Seen<ResnetBlock2D> {
+/// A resnet in the layer table: its forward pass reports its output shape.
+trait SeenResnet {
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor;
+}
+
+impl SeenResnet for Seen<ResnetBlock2D> {
     fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
         self.report(self.inner.forward(x, emb, train))
     }
@@ -383,7 +406,12 @@ impl Attention {
 }
 // ANCHOR_END: attention
 
-impl Seen<Attention> {
+/// An attention block in the layer table.
+trait SeenAttention {
+    fn forward(&self, x: &Tensor) -> Tensor;
+}
+
+impl SeenAttention for Seen<Attention> {
     fn forward(&self, x: &Tensor) -> Tensor {
         self.report(self.inner.forward(x))
     }
@@ -560,9 +588,7 @@ impl UNet {
             sinusoidal_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
         let emb = self.linear_2.forward(&self.linear_1.forward(&t_emb).silu());
         let emb = match (&self.class_embedding, c.num_classes()) {
-            (Some(e), Some(k)) => {
-                emb + e.forward(&crate::labels_or_null(y, x.size()[0], k, x.device()))
-            }
+            (Some(e), Some(k)) => emb + e.forward(&labels_or_null(y, x.size()[0], k, x.device())),
             _ => emb,
         };
         let mut h = self.conv_in.forward(x);
