@@ -4,7 +4,7 @@
 #
 #   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
-#                                      # guidance one_page classroom intro measuring memorisation derivations bugs
+#                                      # guidance one_page classroom intro measuring memorisation derivations two_d bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -108,6 +108,11 @@ part_derivations() { # "Where the loss comes from": the ELBO's weight that L_sim
   cargo run --quiet --release -p closed-form --example elbo_weight -- --out "$FIG/derivations" | strip > "$GEN/elbo_weight.txt"
 }
 
+part_two_d() { # "Diffusion in two dimensions": an MLP trained in seconds, every figure of the chapter
+  mkdir -p "$FIG/two_d"
+  cargo run --quiet --release -p closed-form --example two_d -- --out "$FIG/two_d" | strip > "$GEN/two_d.txt"
+}
+
 part_memorisation() { # nearest training images of the shipped model's samples (needs part measuring's samples)
   mkdir -p "$FIG/measuring"
   run nearest_neighbours -- --samples "$ROOT/target/measuring/ddim50-w3.safetensors" \
@@ -133,7 +138,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

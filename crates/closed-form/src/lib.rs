@@ -1,9 +1,13 @@
 //! Closed forms that the chapter "Where the loss comes from" derives, in plain
-//! f64, so that its tests can hold the book's tensor code against them.
+//! f64, so that its tests can hold the book's tensor code against them; and
+//! [`two_d`], a 2-D mixture of Gaussians whose noised densities and exact
+//! noise prediction are known ("Diffusion in two dimensions").
 //!
 //! The chapter counts timesteps as the papers do, t = 1 … T with x_0 the data,
 //! so that every noised state has a name; the functions take the schedule's
 //! numbers for one step, which makes them independent of either index.
+
+pub mod two_d;
 
 // ANCHOR: gaussian_kl
 /// KL(N(μ₁, σ₁²) ‖ N(μ₂, σ₂²)) in one dimension (eq. 8); a diagonal Gaussian

@@ -21,6 +21,7 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::classifier_free::guided_eps as _;
     use ::closed_form::elbo_weight as _;
     use ::closed_form::gaussian_kl as _;
+    use ::closed_form::two_d::MixtureEps as _;
     use ::evaluate::metrics::frechet_distance as _;
     use ::evaluate::metrics::precision_recall as _;
     use ::forward::betas as _;
@@ -33,6 +34,7 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::training::loss as _;
 
     let _ = ::classifier_free::Guided::predict;
+    let _ = ::closed_form::two_d::Mixture::density;
     let _ = ::forward::Schedule::new;
     let _ = ::forward::Schedule::q_posterior;
     let _ = ::forward::Schedule::q_sample;

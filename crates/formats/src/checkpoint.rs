@@ -12,6 +12,10 @@ use training::{ModelConfig, Result, TrainConfig, TrainError, Trainer};
 
 pub use util::safetensors::Loaded;
 
+/// The metadata tag of an exported (EMA-only) diffusion model, which cannot
+/// resume training (`crate::pretrained::export` writes it).
+pub const EXPORTED: &str = "diffusion-executed/pretrained-v1";
+
 /// Refuses a model config from a file holding `file_weights` numbers when it
 /// is far larger than those weights (a config that does not describe them),
 /// or when `copies` float32 copies of its weights would not fit in memory.
@@ -205,7 +209,7 @@ impl TrainerFile for Trainer {
     /// Restores a run from a checkpoint written by [`TrainerFile::save`].
     fn load(path: &Path, device: Device) -> Result<Self> {
         let ck = load(path, device)?;
-        if ck.metadata.get("format").map(String::as_str) == Some(crate::pretrained::FORMAT) {
+        if ck.metadata.get("format").map(String::as_str) == Some(EXPORTED) {
             return Err(TrainError::Checkpoint(format!(
                 "{}: an exported model (EMA weights only, no optimizer state) cannot resume training: resume from a ckpt-*.safetensors written by `train`",
                 path.display()

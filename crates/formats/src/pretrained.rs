@@ -20,8 +20,7 @@ pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../training/pretrain
 
 /// Shipped diffusion models (for `sample --pretrained NAME`).
 pub const MODELS: [&str; 1] = ["fashion-cfg"];
-/// The metadata tag of an exported (EMA-only) diffusion model.
-pub const FORMAT: &str = "diffusion-executed/pretrained-v1";
+pub use crate::checkpoint::EXPORTED as FORMAT;
 
 /// The file of a shipped model.
 pub fn path(name: &str) -> Result<PathBuf> {

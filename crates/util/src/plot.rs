@@ -732,3 +732,122 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// One square panel of a 2-D plane for [`plane_panels_png`]: a density drawn
+/// as shading, points, arrows and paths, each coloured by a class index
+/// (into the six chart colours; [`GREY`] for reference marks).
+#[derive(Default)]
+pub struct Plane {
+    pub title: String,
+    /// Values on an n × n grid of cell centres over the panel, row 0 at the
+    /// bottom; drawn from white (0) to dark blue-grey (the largest value).
+    pub density: Option<(usize, Vec<f64>)>,
+    /// (x, y, colour)
+    pub points: Vec<(f64, f64, usize)>,
+    /// (x, y, dx, dy, colour): a line from (x, y) to (x + dx, y + dy) with a dot at its tip.
+    pub arrows: Vec<(f64, f64, f64, f64, usize)>,
+    /// (points, colour)
+    pub paths: Vec<(Vec<(f64, f64)>, usize)>,
+}
+
+/// The colour index of reference marks (exact fields, the true density's samples).
+pub const GREY: usize = usize::MAX;
+
+/// Square panels side by side over the same square [−h, h]², with axes x₁
+/// and x₂, as PNG bytes.
+pub fn plane_panels_png(panels: &[Plane], h: f64, size: (u32, u32)) -> Result<Vec<u8>> {
+    let e = |e: &dyn std::fmt::Display| anyhow!("{e}");
+    register_font()?;
+    let s = text_scale(size);
+    let px = |v: f64| (v * s).round() as i32;
+    let colour = |c: usize| {
+        if c == GREY {
+            RGBColor(110, 110, 110)
+        } else {
+            COLOURS[c % COLOURS.len()]
+        }
+    };
+    draw_png(size, |root| {
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, p) in areas.iter().zip(panels) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", px(20.0)).into_font())
+                .margin(px(10.0))
+                .x_label_area_size(px(44.0))
+                .y_label_area_size(px(48.0))
+                .build_cartesian_2d(-h..h, -h..h)
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("x₁")
+                .y_desc("x₂")
+                .x_labels(5)
+                .y_labels(5)
+                .label_style(("sans-serif", px(15.0)).into_font())
+                .axis_desc_style(("sans-serif", px(17.0)).into_font())
+                .draw()
+                .map_err(|x| e(&x))?;
+            if let Some((n, values)) = &p.density {
+                let top = values.iter().copied().fold(0.0, f64::max).max(1e-300);
+                let cell = 2.0 * h / *n as f64;
+                chart
+                    .draw_series((0..n * n).map(|i| {
+                        let (r, c) = (i / n, i % n);
+                        let u = (values[i] / top).clamp(0.0, 1.0).powf(0.6);
+                        let w = |base: f64| (255.0 - u * (255.0 - base)) as u8;
+                        let (x0, y0) = (-h + c as f64 * cell, -h + r as f64 * cell);
+                        Rectangle::new(
+                            [(x0, y0), (x0 + cell, y0 + cell)],
+                            RGBColor(w(70.0), w(90.0), w(130.0)).filled(),
+                        )
+                    }))
+                    .map_err(|x| e(&x))?;
+            }
+            // Segment by segment: plotters joins thick polylines with miters,
+            // which spike off the chart at the sharp turns of a noisy path.
+            // Segments that leave the panel are not drawn.
+            let within = |p: &(f64, f64)| p.0.abs() <= h && p.1.abs() <= h;
+            for (path, c) in &p.paths {
+                let style = colour(*c).mix(0.7).stroke_width(px(1.5).max(1) as u32);
+                chart
+                    .draw_series(
+                        path.windows(2)
+                            .filter(|w| within(&w[0]) && within(&w[1]))
+                            .map(|w| PathElement::new(vec![w[0], w[1]], style)),
+                    )
+                    .map_err(|x| e(&x))?;
+            }
+            let inside = |x: f64, y: f64| x.abs() <= h && y.abs() <= h;
+            for &(x, y, dx, dy, c) in p.arrows.iter().filter(|a| inside(a.0 + a.2, a.1 + a.3)) {
+                // Reference arrows are wide and light, so that one drawn on top shows against them.
+                let style = if c == GREY {
+                    RGBColor(175, 175, 175).stroke_width(px(5.0).max(2) as u32)
+                } else {
+                    colour(c).stroke_width(px(1.5).max(1) as u32)
+                };
+                chart
+                    .draw_series([PathElement::new(vec![(x, y), (x + dx, y + dy)], style)])
+                    .map_err(|x| e(&x))?;
+                chart
+                    .draw_series([Circle::new(
+                        (x + dx, y + dy),
+                        px(2.0).max(1),
+                        colour(c).filled(),
+                    )])
+                    .map_err(|x| e(&x))?;
+            }
+            chart
+                .draw_series(
+                    p.points
+                        .iter()
+                        .filter(|p| inside(p.0, p.1))
+                        .map(|&(x, y, c)| {
+                            Circle::new((x, y), px(2.5).max(1), colour(c).mix(0.75).filled())
+                        }),
+                )
+                .map_err(|x| e(&x))?;
+        }
+        Ok(())
+    })
+}
