@@ -287,6 +287,10 @@ fn main() {
                 tch::no_grad(|| exact_pipe.sample(&ddpm, &x_big_t, Some(&y)))?,
             ),
             (
+                "exact ε*, DDIM-50",
+                tch::no_grad(|| exact_pipe.sample(&ddim, &x_big_t, Some(&y)))?,
+            ),
+            (
                 "MLP, DDPM-1000",
                 tch::no_grad(|| pipe.sample(&ddpm, &x_big_t, Some(&y)))?,
             ),
@@ -310,7 +314,7 @@ fn main() {
                 ..Default::default()
             });
         }
-        outs.write(files[3], &plane_panels_png(&panels, H, (1700, 460))?)?;
+        outs.write(files[3], &plane_panels_png(&panels, H, (2100, 460))?)?;
 
         // 6. Guidance at w = 0, 1, 3 (DDIM-50, the MLP), from the same noise.
         println!("\nguidance (MLP, DDIM-50): right component, RMS distance from its mean");

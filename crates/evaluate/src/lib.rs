@@ -180,6 +180,13 @@ impl Evaluator {
     }
     // ANCHOR_END: evaluate
 
+    /// The bootstrap standard error of the Fréchet distance of `images`
+    /// ([`frechet_se`] on their features).
+    pub fn frechet_se(&self, images: &Tensor, resamples: usize, seed: u64) -> f64 {
+        let features = self.classifier.features(images).to_device(Device::Cpu);
+        frechet_se(&features, &self.test, resamples, seed)
+    }
+
     /// Features of `n` test images chosen at random with `seed` (all of them if n ≥ 10 000).
     fn real_subset(&self, n: i64, seed: i64) -> Tensor {
         let total = self.test_features.size()[0];
@@ -194,6 +201,32 @@ impl Evaluator {
 /// A seeded permutation of 0..n (the data crate's, which leaves libtorch's RNG alone).
 pub fn permutation(n: i64, seed: i64) -> Tensor {
     data::batches::permutation(n, seed as u64, u64::MAX)
+}
+
+/// The bootstrap standard error of the Fréchet distance between `features`
+/// (n × D) and `reference`: the standard deviation of the FD over `resamples`
+/// sets of n rows drawn from `features` with replacement. Seeded, so the same
+/// call gives the same number, and libtorch's generator is left alone.
+pub fn frechet_se(features: &Tensor, reference: &Gaussian, resamples: usize, seed: u64) -> f64 {
+    let n = features.size()[0];
+    let mut state = seed ^ 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as i64 % n
+    };
+    let fds: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let idx: Vec<i64> = (0..n).map(|_| next()).collect();
+            let sample = features.index_select(0, &Tensor::from_slice(&idx));
+            frechet_distance(&gaussian(&sample), reference)
+        })
+        .collect();
+    let mean = fds.iter().sum::<f64>() / fds.len().max(1) as f64;
+    let var = fds.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / (fds.len().max(2) - 1) as f64;
+    var.sqrt()
 }
 
 /// A warning when the Fréchet distance is unreliable: with n ≤ D samples the

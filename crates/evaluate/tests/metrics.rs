@@ -206,3 +206,30 @@ fn bad_samples_get_clear_messages() {
     );
     assert!(check_samples(&img(&[10, 1, 28, 28]), &labels).is_ok());
 }
+
+#[test]
+fn the_frechet_bootstrap_error_is_seeded_and_falls_as_one_over_root_n() {
+    // Gaussian features in 8 dimensions, shifted by 1 in every coordinate
+    // from the reference N(0, I) (FD ≈ 8): the bootstrap SE is reproducible
+    // for a seed, positive, and about halves when n quadruples. With the sets
+    // this far apart the FD's fluctuation is linear in the sample mean, so its
+    // SE is ∝ 1/√n (√(4·8/n) ≈ 0.28 at n = 400); the ratio's own spread over
+    // 50 resamples is about ±20%, hence 0.35–0.7.
+    let reference = gaussian(&randn(&[20_000, 8], 1));
+    let small = randn(&[400, 8], 2) + 1.0;
+    let large = randn(&[1600, 8], 3) + 1.0;
+    let se_small = evaluate::frechet_se(&small, &reference, 50, 0);
+    assert_eq!(
+        se_small,
+        evaluate::frechet_se(&small, &reference, 50, 0),
+        "not reproducible"
+    );
+    assert_ne!(
+        se_small,
+        evaluate::frechet_se(&small, &reference, 50, 1),
+        "the seed is ignored"
+    );
+    assert!((0.15..0.5).contains(&se_small), "SE at n = 400: {se_small}");
+    let ratio = evaluate::frechet_se(&large, &reference, 50, 0) / se_small;
+    assert!((0.35..0.7).contains(&ratio), "SE(1600) / SE(400) = {ratio}");
+}

@@ -67,6 +67,7 @@ fn main() {
             [1, 28, 28],
             &format!("the test set in {}", args.data_dir.display()),
         )?;
+        let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
         let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
         let n = args.n / 10 * 10;
         let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
@@ -81,7 +82,16 @@ fn main() {
             "{bar:30} {pos}/{len} network calls of batch {msg} | ETA {eta}",
         )?);
         bar.set_message(n.to_string());
-        let measure = |steps: usize, w: f64| -> Result<(Metrics, f64)> {
+        // ± one standard error: binomial for the accuracy, a bootstrap over
+        // 50 resamples of the features for the FD.
+        let se = |m: &Metrics, images: &Tensor| {
+            let a = m.accuracy.unwrap_or(f64::NAN);
+            (
+                (a * (1.0 - a) / n as f64).sqrt(),
+                ev.frechet_se(images, 50, args.seed),
+            )
+        };
+        let measure = |steps: usize, w: f64| -> Result<(Metrics, f64, (f64, f64))> {
             let sampler = Sampler::ddim(steps);
             let guided = Guided::new(&*loaded.model, w, false)?;
             tch::manual_seed(args.seed as i64);
@@ -94,8 +104,33 @@ fn main() {
             })?;
             let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
             util::ensure_finite(&x0, &format!("the DDIM-{steps} samples at w = {w}"))?;
-            Ok((ev.evaluate(&x0, &y, args.seed as i64)?, ms))
+            let m = ev.evaluate(&x0, &y, args.seed as i64)?;
+            let e = se(&m, &x0);
+            Ok((m, ms, e))
         };
+        // The reference rows at the same n, since FD depends on n.
+        let idx = evaluate::permutation(train.len(), args.seed as i64).narrow(0, 0, n);
+        let real_images = train.images.index_select(0, &idx);
+        let refs = evaluate::reference_rows(&ev, &train, n, args.seed as i64)?;
+        let real_se = se(&refs[0].1, &real_images);
+        let row = |name: &str, m: &Metrics, (sa, sf): (f64, f64)| {
+            format!(
+                "| {name} | {:.3} ± {sa:.3} | {:.1} ± {sf:.1} | {:.3} | {:.3} |",
+                m.accuracy.unwrap_or(f64::NAN),
+                m.frechet,
+                m.precision,
+                m.recall
+            )
+        };
+        let reference = format!(
+            "{}\n| {} | {:.3} | {:.1} | {:.3} | {:.3} |\n",
+            row(&refs[0].0, &refs[0].1, real_se),
+            refs[1].0,
+            refs[1].1.accuracy.unwrap_or(f64::NAN),
+            refs[1].1.frechet,
+            refs[1].1.precision,
+            refs[1].1.recall
+        );
 
         let mut g_rows = Vec::new();
         for &w in &args.guidance {
@@ -109,17 +144,16 @@ fn main() {
 
         let mut csv = Vec::new();
         let mut md = String::from(
-            "| w | accuracy | FD | precision | recall |\n|---:|---:|---:|---:|---:|\n",
+            "| samples | accuracy | FD | precision | recall |\n|---|---:|---:|---:|---:|\n",
         );
-        for (w, (m, _)) in &g_rows {
+        md.push_str(&reference);
+        for (w, (m, _, e)) in &g_rows {
             let a = m.accuracy.unwrap_or(f64::NAN);
             csv.push(vec![*w, a, m.frechet, m.precision, m.recall]);
-            let _ = writeln!(
-                md,
-                "| {w} | {a:.3} | {:.1} | {:.3} | {:.3} |",
-                m.frechet, m.precision, m.recall
-            );
+            let _ = writeln!(md, "{}", row(&format!("DDIM-50, w = {w}"), m, *e));
         }
+        let note = "\n± one standard error: binomial for accuracy, a bootstrap over 50 resamples for FD.\n";
+        md.push_str(note);
         outs.write(
             guidance_csv,
             util::csv_text(&["w", "accuracy", "frechet", "precision", "recall"], &csv).as_bytes(),
@@ -128,10 +162,18 @@ fn main() {
         print!("DDIM-50, n = {n}\n{md}");
 
         let mut md = String::from("| sampler | network calls | ms / image (2-core CPU) | accuracy | FD | precision | recall |\n|---|---:|---:|---:|---:|---:|---:|\n");
-        for (s, (m, ms)) in &s_rows {
+        for r in reference.lines() {
+            // The reference rows, with empty call and time cells.
+            let (name, rest) = r
+                .trim_start_matches("| ")
+                .split_once(" |")
+                .unwrap_or(("", ""));
+            let _ = writeln!(md, "| {name} | | |{rest}");
+        }
+        for (s, (m, ms, (sa, sf))) in &s_rows {
             let _ = writeln!(
                 md,
-                "| DDIM-{s} | {} | {ms:.1} | {:.3} | {:.1} | {:.3} | {:.3} |",
+                "| DDIM-{s} | {} | {ms:.1} | {:.3} ± {sa:.3} | {:.1} ± {sf:.1} | {:.3} | {:.3} |",
                 s * passes(args.steps_guidance),
                 m.accuracy.unwrap_or(f64::NAN),
                 m.frechet,
@@ -139,6 +181,7 @@ fn main() {
                 m.recall
             );
         }
+        md.push_str(note);
         outs.write(steps_md, md.as_bytes())?;
         print!("\nw = {}, n = {n}\n{md}", args.steps_guidance);
 
