@@ -44,7 +44,8 @@ echo "ok: UNet (diffusers layout) trains from flags and from a config.json; unsu
 grep -q "the weights of diffusers:" "$tmp/d.log" || { cat "$tmp/d.log"; echo "error: sample --diffusers did not load the folder" >&2; exit 1; }
 echo "ok: sample --diffusers loads a diffusers pipeline folder (cosine schedule, v-prediction)"
 
-for s in "ddpm --variance small" "ddpm --variance large" "ddim --steps 10 --eta 0" "ddim --steps 10 --eta 1 --spacing linspace" "ddim --steps 7 --eta 0.5 --spacing leading"; do
+for s in "ddpm --variance small" "ddpm --variance large" "ddim --steps 10 --eta 0" "ddim --steps 10 --eta 1 --spacing linspace" "ddim --steps 7 --eta 0.5 --spacing leading" \
+         "euler --steps 10" "heun --steps 5 --karras 7" "dpm-solver-pp --steps 10 --spacing linspace"; do
   for i in 1 2; do
     # shellcheck disable=SC2086
     "$BIN/sample" --checkpoint "$ck" --sampler $s --n 4 --seed 11 --out "$tmp/$i.png" \
@@ -80,10 +81,12 @@ expect_error "invalid value 'uniform' for '--spacing" "$BIN/sample" --checkpoint
 expect_error "No such file" "$BIN/sample" --checkpoint "$tmp/missing.safetensors"
 expect_error "is negative" "$BIN/sample" --checkpoint "$ck" --guidance -1
 expect_error "class 12 is out of range" "$BIN/sample" --checkpoint "$ck" --class 1,12
+expect_error "eta (DDIM's noise; the ODE solvers add none) does nothing" "$BIN/sample" --checkpoint "$ck" --sampler heun --eta 0.5
+expect_error "karras 0: ρ must be a positive number" "$BIN/sample" --checkpoint "$ck" --sampler dpm-solver-pp --karras 0
 echo "ok: bad CLI values give one clear line"
 
 # --- the shipped model and the evaluator (real Fashion-MNIST) ---------------
-cargo build --quiet -p examples --example evaluate --example measure_sweep --example bug_museum
+cargo build --quiet -p examples --example evaluate --example measure_sweep --example bug_museum --example few_steps
 "$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 10 --guidance 3 --per-class 20 --seed 0 \
   --no-grid --save-tensors "$tmp/p.safetensors" > /dev/null
 "$BIN/evaluate" --samples "$tmp/p.safetensors" --markdown "$tmp/p.md" > "$tmp/eval.log" 2>&1
@@ -116,8 +119,11 @@ echo "ok: evaluate refuses bad sample files with one line, and warns below 128 s
 
 "$BIN/measure_sweep" --guidance 1 --steps 5 --n 20 --out "$tmp/sweep" > /dev/null
 [ -s "$tmp/sweep/guidance.png" ] && [ -s "$tmp/sweep/steps.md" ] || { echo "error: measure_sweep wrote no figure/table" >&2; exit 1; }
+"$BIN/few_steps" --evaluations 3 --n 20 --out "$tmp/few" > "$tmp/few.txt"
+grep -q "^| DPM-Solver++(2M) | 3 |" "$tmp/few/few_steps.md" && grep -q "^| Heun | 3 |" "$tmp/few/few_steps.md" && [ -s "$tmp/few/few_steps.png" ] \
+  || { cat "$tmp/few.txt"; echo "error: few_steps wrote no table row per sampler, or no chart" >&2; exit 1; }
 "$BIN/bug_museum" --only w_convention,ddim_sigma --n 20 --out "$tmp/museum" > "$tmp/museum.log"
 grep -q "w_convention: accuracy" "$tmp/museum.log" && [ -s "$tmp/museum/bug-ddim_sigma.png" ] \
   || { cat "$tmp/museum.log"; echo "error: bug_museum did not report its exhibits" >&2; exit 1; }
 expect_error "unknown exhibit 'typo'" "$BIN/bug_museum" --only typo --out "$tmp/museum"
-echo "ok: measure_sweep and bug_museum (tiny settings)"
+echo "ok: measure_sweep, few_steps and bug_museum (tiny settings)"

@@ -4,7 +4,7 @@
 #
 #   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
-#                                      # guidance one_page classroom intro measuring memorisation derivations two_d bugs
+#                                      # guidance one_page classroom intro measuring memorisation derivations two_d ode bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -119,6 +119,15 @@ part_memorisation() { # nearest training images of the shipped model's samples (
     --out "$FIG/measuring/nearest.png" | strip > "$GEN/nearest_neighbours.txt"
 }
 
+part_ode() { # "The score and the ODE": the few-step table, chart and grid (~14 min on 2 cores), the parity table
+  mkdir -p "$FIG/ode" "$ROOT/target/few-steps"
+  run few_steps -- --out "$ROOT/target/few-steps" | strip > "$GEN/few_steps.txt"
+  cp "$ROOT/target/few-steps/few_steps.png" "$ROOT/target/few-steps/few_steps_grid.png" "$FIG/ode/"
+  cp "$ROOT/target/few-steps/few_steps.md" "$GEN/few_steps.md"
+  cp "$ROOT/target/few-steps/few_steps.csv" "$GEN/few_steps.csv"
+  SCHEDULER_PARITY_MD="$GEN/scheduler_parity.md" cargo test --quiet --release -p reverse --test ode diffusers > /dev/null
+}
+
 part_bugs() { # the bug museum: trains four small models, then eight side-by-side comparisons
   mkdir -p "$FIG/bugs"
   run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
@@ -138,7 +147,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d ode bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

@@ -261,7 +261,8 @@ pub fn reference_rows(
 }
 
 /// A short name for a sample file's settings, from its metadata:
-/// "DDIM-50 w=3", "DDPM-1000 w=1".
+/// "DDIM-50 w=3", "DDPM-1000 w=1", "Heun-10 (19 evals) w=3",
+/// "DPM++(2M)-20 Karras w=3".
 pub fn describe(metadata: &std::collections::BTreeMap<String, String>) -> Option<String> {
     let sampler: serde_json::Value = serde_json::from_str(metadata.get("sampler")?).ok()?;
     let steps = metadata.get("steps")?;
@@ -274,6 +275,21 @@ pub fn describe(metadata: &std::collections::BTreeMap<String, String>) -> Option
             } else {
                 format!("DDIM-{steps} η={eta}")
             }
+        }
+        ode @ ("euler" | "heun" | "dpm_solver_pp") => {
+            let karras = if sampler.get("sigmas")?.get("karras").is_some() {
+                " Karras"
+            } else {
+                ""
+            };
+            let evals = metadata.get("evaluations").filter(|e| *e != steps);
+            let evals = evals.map_or(String::new(), |e| format!(" ({e} evals)"));
+            let name = match ode {
+                "euler" => "Euler",
+                "heun" => "Heun",
+                _ => "DPM++(2M)",
+            };
+            format!("{name}-{steps}{evals}{karras}")
         }
         other => other.to_string(),
     };

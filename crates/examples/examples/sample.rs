@@ -101,7 +101,7 @@ fn main() {
         let model = args.model.load(device)?;
         let (loaded, schedule, source) = (&model.loaded, &model.schedule, &model.source);
         let cfg = &loaded.config;
-        let grid = sampler.grid(cfg.timesteps)?; // validates S and η before any work
+        let evals = sampler.check(schedule)?; // validates the settings before any work
         let [c, h, w] = cfg.image_shape();
         let request = match (&args.class[..], args.per_class) {
             ([], None) => None,
@@ -127,7 +127,7 @@ fn main() {
             n,
             [c, h, w],
             args.batch_size,
-            if want_trace { grid.len() } else { 0 },
+            if want_trace { evals } else { 0 },
         )?;
         let (labels, cols) = match (cfg.model.num_classes(), &request) {
             (Some(k), Some(req)) => {
@@ -162,11 +162,11 @@ fn main() {
         tch::manual_seed(args.seed as i64);
         let x_big_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
         let chunks = x_big_t.split(args.batch_size, 0);
-        let bar = ProgressBar::new(grid.len() as u64 * chunks.len() as u64);
+        let bar = ProgressBar::new(evals as u64 * chunks.len() as u64);
         bar.set_style(ProgressStyle::with_template(
-            "{msg} {bar:30} {pos}/{len} steps | {per_sec} | ETA {eta}",
+            "{msg} {bar:30} {pos}/{len} evaluations | {per_sec} | ETA {eta}",
         )?);
-        bar.set_message(sampler_name(&sampler, grid.len()));
+        bar.set_message(sampler_name(&sampler, evals));
         let mut records: Vec<StepRecord> = Vec::new();
         let pipe = Pipeline::new(predictor, schedule, cfg.prediction);
         let mut parts = Vec::new();
@@ -174,7 +174,7 @@ fn main() {
             let y = labels
                 .as_ref()
                 .map(|l| l.narrow(0, i as i64 * args.batch_size, x.size()[0]));
-            parts.push(pipe.run(&sampler, &grid, x, y.as_ref(), &mut |r| {
+            parts.push(pipe.sample_observed(&sampler, x, y.as_ref(), &mut |r| {
                 if want_trace {
                     records.push(r.shallow_clone());
                 }
@@ -194,7 +194,7 @@ fn main() {
         );
         let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));
         if let Some(id) = grid_out {
-            let name = sampler_name(&sampler, grid.len());
+            let name = sampler_name(&sampler, evals);
             let title = if args.guidance == 1.0 {
                 name
             } else {
@@ -215,7 +215,11 @@ fn main() {
             meta.insert("format".into(), "diffusion-executed/samples-v1".into());
             meta.insert("checkpoint".into(), source.clone());
             meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
-            meta.insert("steps".into(), grid.len().to_string());
+            meta.insert(
+                "steps".into(),
+                sampler.ode().map_or(evals, |o| o.1).to_string(),
+            );
+            meta.insert("evaluations".into(), evals.to_string());
             meta.insert("seed".into(), args.seed.to_string());
             meta.insert("guidance".into(), args.guidance.to_string());
             outs.write(id, &util::safetensors::to_bytes(&tensors, &meta)?)?;
@@ -255,12 +259,22 @@ fn picks(len: usize, k: usize) -> Vec<usize> {
     (0..k).map(|i| i * (len - 1) / (k - 1).max(1)).collect()
 }
 
-/// "DDPM-1000", "DDIM-50", "DDIM-50 η = 1": the sampler and its network calls.
-fn sampler_name(sampler: &Sampler, steps: usize) -> String {
+/// "DDPM-1000", "DDIM-50", "DDIM-50 η = 1", "Heun, 19 evaluations": the
+/// sampler and its network calls.
+fn sampler_name(sampler: &Sampler, evals: usize) -> String {
+    let karras = |s: &reverse::SigmaSpacing| match s {
+        reverse::SigmaSpacing::Karras { .. } => ", Karras σ",
+        reverse::SigmaSpacing::Timesteps { .. } => "",
+    };
     match sampler {
-        Sampler::Ddpm { .. } => format!("DDPM-{steps}"),
-        Sampler::Ddim { eta, .. } if *eta != 0.0 => format!("DDIM-{steps}, η = {eta}"),
-        Sampler::Ddim { .. } => format!("DDIM-{steps}"),
+        Sampler::Ddpm { .. } => format!("DDPM-{evals}"),
+        Sampler::Ddim { eta, .. } if *eta != 0.0 => format!("DDIM-{evals}, η = {eta}"),
+        Sampler::Ddim { .. } => format!("DDIM-{evals}"),
+        Sampler::Euler { sigmas, .. } => format!("Euler-{evals}{}", karras(sigmas)),
+        Sampler::Heun { sigmas, .. } => format!("Heun, {evals} evaluations{}", karras(sigmas)),
+        Sampler::DpmSolverPp { sigmas, .. } => {
+            format!("DPM-Solver++(2M)-{evals}{}", karras(sigmas))
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use formats::{LoadedModel, Weights};
 use forward::{Prediction, Schedule};
-use reverse::{Pipeline, Sampler, Spacing, Variance};
+use reverse::{Pipeline, Sampler, SigmaSpacing, Spacing, Variance};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
 use training::LossWeighting;
@@ -160,6 +160,12 @@ pub enum SamplerKind {
     Ddpm,
     /// DDIM on a grid of --steps steps.
     Ddim,
+    /// Euler's method on the probability-flow ODE (DDIM η = 0 on the same grid).
+    Euler,
+    /// Heun's second-order method (EDM Algorithm 1): 2·steps − 1 evaluations.
+    Heun,
+    /// DPM-Solver++(2M), multistep.
+    DpmSolverPp,
 }
 
 /// `--variance`: DDPM's two reverse variances.
@@ -179,14 +185,15 @@ pub enum SpacingArg {
     Trailing,
 }
 
-/// The sampler and its settings. A setting of the other sampler is refused
-/// (it would do nothing): `--variance` with DDIM, `--steps`, `--eta` or
-/// `--spacing` with DDPM.
+/// The sampler and its settings. A setting another sampler reads is refused
+/// (it would do nothing): `--variance` with anything but DDPM, `--steps`,
+/// `--eta` or `--spacing` with DDPM, `--eta` with the ODE solvers, `--karras`
+/// with DDPM and DDIM.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
     pub sampler: SamplerKind,
-    /// DDIM steps S (1..=T, default 50); DDPM always takes T.
+    /// Steps S of DDIM or an ODE solver (1..=T, default 50); DDPM always takes T.
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM η in [0, 1] (0 = deterministic, the default).
@@ -198,6 +205,9 @@ pub struct SamplerArgs {
     /// DDPM variance (default small).
     #[arg(long, value_enum)]
     pub variance: Option<VarianceArg>,
+    /// ODE solvers: Karras' σ spacing with this ρ (EDM uses 7) instead of --spacing.
+    #[arg(long, allow_negative_numbers = true)]
+    pub karras: Option<f64>,
     /// Do not clip x̂_0 to [−1, 1].
     #[arg(long)]
     pub no_clip: bool,
@@ -206,17 +216,29 @@ pub struct SamplerArgs {
 impl SamplerArgs {
     pub fn sampler(&self) -> Result<Sampler> {
         let clip = !self.no_clip;
+        let refuse = |flags: &[(&str, bool)], what: &str| -> Result<()> {
+            match flags.iter().find(|f| f.1) {
+                Some((flag, _)) => bail!("{flag} does nothing with --sampler {what}: drop it, or choose a sampler that reads it"),
+                None => Ok(()),
+            }
+        };
+        let spacing = match self.spacing.unwrap_or(SpacingArg::Trailing) {
+            SpacingArg::Leading => Spacing::Leading,
+            SpacingArg::Linspace => Spacing::Linspace,
+            SpacingArg::Trailing => Spacing::Trailing,
+        };
+        let steps = self.steps.unwrap_or(50);
         Ok(match self.sampler {
             SamplerKind::Ddpm => {
-                for (flag, given) in [
-                    ("--steps", self.steps.is_some()),
-                    ("--eta", self.eta.is_some()),
-                    ("--spacing", self.spacing.is_some()),
-                ] {
-                    if given {
-                        bail!("{flag} is a DDIM setting and does nothing with --sampler ddpm (which takes all T steps): drop it, or use --sampler ddim");
-                    }
-                }
+                refuse(
+                    &[
+                        ("--steps (a DDIM setting)", self.steps.is_some()),
+                        ("--eta (a DDIM setting)", self.eta.is_some()),
+                        ("--spacing (a DDIM setting)", self.spacing.is_some()),
+                        ("--karras", self.karras.is_some()),
+                    ],
+                    "ddpm (which takes all T steps)",
+                )?;
                 Sampler::Ddpm {
                     variance: match self.variance.unwrap_or(VarianceArg::Small) {
                         VarianceArg::Small => Variance::FixedSmall,
@@ -226,18 +248,61 @@ impl SamplerArgs {
                 }
             }
             SamplerKind::Ddim => {
-                if self.variance.is_some() {
-                    bail!("--variance is a DDPM setting and does nothing with --sampler ddim (use --eta for DDIM's noise): drop it, or use --sampler ddpm");
-                }
+                refuse(
+                    &[
+                        (
+                            "--variance (a DDPM setting; use --eta for DDIM's noise)",
+                            self.variance.is_some(),
+                        ),
+                        ("--karras (an ODE solver's setting)", self.karras.is_some()),
+                    ],
+                    "ddim",
+                )?;
                 Sampler::Ddim {
-                    steps: self.steps.unwrap_or(50),
+                    steps,
                     eta: self.eta.unwrap_or(0.0),
-                    spacing: match self.spacing.unwrap_or(SpacingArg::Trailing) {
-                        SpacingArg::Leading => Spacing::Leading,
-                        SpacingArg::Linspace => Spacing::Linspace,
-                        SpacingArg::Trailing => Spacing::Trailing,
-                    },
+                    spacing,
                     clip,
+                }
+            }
+            kind => {
+                refuse(
+                    &[
+                        ("--variance (a DDPM setting)", self.variance.is_some()),
+                        (
+                            "--eta (DDIM's noise; the ODE solvers add none)",
+                            self.eta.is_some(),
+                        ),
+                        (
+                            "--spacing together with --karras",
+                            self.spacing.is_some() && self.karras.is_some(),
+                        ),
+                    ],
+                    "euler, heun or dpm-solver-pp",
+                )?;
+                let sigmas = match self.karras {
+                    Some(rho) if !(rho.is_finite() && rho > 0.0) => {
+                        bail!("--karras {rho}: ρ must be a positive number (EDM uses 7)")
+                    }
+                    Some(rho) => SigmaSpacing::Karras { rho },
+                    None => SigmaSpacing::Timesteps { spacing },
+                };
+                match kind {
+                    SamplerKind::Euler => Sampler::Euler {
+                        steps,
+                        sigmas,
+                        clip,
+                    },
+                    SamplerKind::Heun => Sampler::Heun {
+                        steps,
+                        sigmas,
+                        clip,
+                    },
+                    _ => Sampler::DpmSolverPp {
+                        steps,
+                        sigmas,
+                        clip,
+                    },
                 }
             }
         })
@@ -371,11 +436,35 @@ mod tests {
                 clip: false
             }
         );
-        // A setting of the other sampler does nothing, so it is refused.
+        let heun = parse(&["--sampler", "heun", "--steps", "10", "--karras", "7"]).unwrap();
+        assert_eq!(
+            heun.sampler.sampler().unwrap(),
+            Sampler::Heun {
+                steps: 10,
+                sigmas: SigmaSpacing::Karras { rho: 7.0 },
+                clip: true
+            }
+        );
+        let dpm = parse(&["--sampler", "dpm-solver-pp", "--steps", "20"]).unwrap();
+        assert_eq!(
+            dpm.sampler.sampler().unwrap(),
+            Sampler::DpmSolverPp {
+                steps: 20,
+                sigmas: SigmaSpacing::Timesteps {
+                    spacing: Spacing::Trailing
+                },
+                clip: true
+            }
+        );
+        // A setting another sampler reads does nothing here, so it is refused.
         for bad in [
             &["--variance", "large"][..],
             &["--sampler", "ddpm", "--steps", "10"],
             &["--sampler", "ddpm", "--eta", "0.5"],
+            &["--karras", "7"],
+            &["--sampler", "euler", "--eta", "0.5"],
+            &["--sampler", "heun", "--variance", "small"],
+            &["--sampler", "heun", "--karras", "7", "--spacing", "leading"],
         ] {
             let err = parse(bad).unwrap().sampler.sampler().unwrap_err();
             assert!(err.to_string().contains("does nothing"), "{bad:?}: {err}");
@@ -385,7 +474,7 @@ mod tests {
     #[test]
     fn unknown_values_and_two_model_sources_are_refused() {
         for bad in [
-            &["--sampler", "euler"][..],
+            &["--sampler", "rk4"][..],
             &["--spacing", "even"],
             &["--variance", "medium"],
             &["--checkpoint", "a", "--pretrained", "b"],

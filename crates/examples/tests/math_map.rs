@@ -31,6 +31,9 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::reverse::ddim_sigma as _;
     use ::reverse::ddim_step as _;
     use ::reverse::ddpm_step as _;
+    use ::reverse::ode::dpm_solver_pp_2m_update as _;
+    use ::reverse::ode::edm_coefficients as _;
+    use ::reverse::ode::euler_step as _;
     use ::training::loss as _;
 
     let _ = ::classifier_free::Guided::predict;
@@ -39,5 +42,7 @@ fn every_rust_path_in_the_math_map_exists() {
     let _ = ::forward::Schedule::q_posterior;
     let _ = ::forward::Schedule::q_sample;
     let _ = ::reverse::Pipeline::run;
+    let _ = ::reverse::Sigmas::new;
+    let _ = ::reverse::ode::Denoiser::solve;
     let _ = ::training::Trainer::train_step;
 }

@@ -1,9 +1,12 @@
 //! The reverse process: from noise back to data, with DDPM (Ho et al. 2020)
-//! and DDIM (Song et al. 2021), DDIM inversion, and a per-step trace.
+//! and DDIM (Song et al. 2021), DDIM inversion, the ODE solvers Euler, Heun
+//! (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022), and a per-step trace.
 pub mod grid;
+pub mod ode;
 pub mod trace;
 
 pub use grid::{GridStep, Spacing, TimestepGrid};
+pub use ode::{SigmaSpacing, Sigmas, Solver};
 pub use trace::StepRecord;
 
 use forward::{x0_and_eps, Prediction};
@@ -47,6 +50,25 @@ pub enum Sampler {
         spacing: Spacing,
         clip: bool,
     },
+    /// Euler's method on the probability-flow ODE ([`ode`]): on the book's
+    /// grids, DDIM with η = 0 in other coordinates.
+    Euler {
+        steps: usize,
+        sigmas: SigmaSpacing,
+        clip: bool,
+    },
+    /// Heun's method (EDM Algorithm 1): 2S − 1 evaluations.
+    Heun {
+        steps: usize,
+        sigmas: SigmaSpacing,
+        clip: bool,
+    },
+    /// DPM-Solver++(2M), multistep, data prediction.
+    DpmSolverPp {
+        steps: usize,
+        sigmas: SigmaSpacing,
+        clip: bool,
+    },
 }
 
 impl Sampler {
@@ -61,8 +83,62 @@ impl Sampler {
         }
     }
 
-    /// Checks the settings against T and returns the timestep grid.
+    /// An ODE solver's variant: its solver, steps, σs and clipping.
+    pub fn ode(&self) -> Option<(Solver, usize, SigmaSpacing, bool)> {
+        match *self {
+            Sampler::Euler {
+                steps,
+                sigmas,
+                clip,
+            } => Some((Solver::Euler, steps, sigmas, clip)),
+            Sampler::Heun {
+                steps,
+                sigmas,
+                clip,
+            } => Some((Solver::Heun, steps, sigmas, clip)),
+            Sampler::DpmSolverPp {
+                steps,
+                sigmas,
+                clip,
+            } => Some((Solver::DpmSolverPp2M, steps, sigmas, clip)),
+            Sampler::Ddpm { .. } | Sampler::Ddim { .. } => None,
+        }
+    }
+
+    /// Network evaluations per sample (a guided one counts once: its two
+    /// halves share one batched call).
+    pub fn evaluations(&self, total: usize) -> usize {
+        match (self, self.ode()) {
+            (Sampler::Ddpm { .. }, _) => total,
+            (Sampler::Ddim { steps, .. }, _) => *steps,
+            (_, Some((Solver::Heun, steps, ..))) => 2 * steps - 1,
+            (_, Some((_, steps, ..))) => steps,
+            (_, None) => unreachable!("every other sampler is an ODE solver"),
+        }
+    }
+
+    /// Checks the settings against the schedule and returns the number of
+    /// network evaluations a sample costs.
+    pub fn check(&self, s: &Schedule) -> Result<usize> {
+        match self.ode() {
+            Some((_, steps, sigmas, _)) => drop(Sigmas::new(s, steps, sigmas)?),
+            None => drop(self.grid(s.steps)?),
+        }
+        Ok(self.evaluations(s.steps))
+    }
+
+    /// Checks the settings against T and returns the timestep grid (an ODE
+    /// solver on Karras' σs has none).
     pub fn grid(&self, total: usize) -> Result<TimestepGrid> {
+        if let Some((_, steps, sigmas, _)) = self.ode() {
+            return match sigmas {
+                SigmaSpacing::Timesteps { spacing } => TimestepGrid::new(total, steps, spacing),
+                SigmaSpacing::Karras { .. } => Err(ReverseError::Config(
+                    "Karras σs are not a timestep grid: run this sampler with Pipeline::sample"
+                        .into(),
+                )),
+            };
+        }
         match *self {
             Sampler::Ddpm { .. } => Ok(TimestepGrid::full(total)),
             Sampler::Ddim {
@@ -78,6 +154,7 @@ impl Sampler {
                 }
                 TimestepGrid::new(total, steps, spacing)
             }
+            _ => unreachable!("ODE solvers return above"),
         }
     }
 }
@@ -167,6 +244,7 @@ impl Step for Sampler {
     fn clip(&self) -> bool {
         match *self {
             Sampler::Ddpm { clip, .. } | Sampler::Ddim { clip, .. } => clip,
+            _ => self.ode().is_some_and(|o| o.3),
         }
     }
 
@@ -175,6 +253,7 @@ impl Step for Sampler {
             && match *self {
                 Sampler::Ddpm { .. } => true,
                 Sampler::Ddim { eta, .. } => eta > 0.0,
+                _ => false,
             }
     }
 
@@ -182,6 +261,10 @@ impl Step for Sampler {
         match *self {
             Sampler::Ddpm { variance, .. } => ddpm_step(s, variance, i.x_t, i.t, i.x0_hat, i.z),
             Sampler::Ddim { eta, .. } => Ok(ddim_step(s, i.step, eta, i.x0_hat, i.eps_hat, i.z)),
+            _ => Err(ReverseError::Config(
+                "an ODE solver is not a one-evaluation grid rule: run it with Pipeline::sample"
+                    .into(),
+            )),
         }
     }
 }
@@ -218,17 +301,37 @@ impl<'a> Pipeline<'a> {
     }
 
     // ANCHOR: sample
-    /// Runs `sampler` on its own grid from x_T to x_0.
+    /// Runs `sampler` on its own grid (or σs) from x_T to x_0.
     pub fn sample(
         &self,
         sampler: &Sampler,
         x_big_t: &Tensor,
         y: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let grid = sampler.grid(self.schedule.steps)?;
-        self.run(sampler, &grid, x_big_t, y, &mut |_| {})
+        self.sample_observed(sampler, x_big_t, y, &mut |_| {})
     }
     // ANCHOR_END: sample
+
+    /// [`Pipeline::sample`], with `observe` shown every network evaluation.
+    pub fn sample_observed(
+        &self,
+        sampler: &Sampler,
+        x_big_t: &Tensor,
+        y: Option<&Tensor>,
+        observe: &mut dyn FnMut(&StepRecord),
+    ) -> Result<Tensor> {
+        let Some((solver, steps, sigmas, clip)) = sampler.ode() else {
+            let grid = sampler.grid(self.schedule.steps)?;
+            return self.run(sampler, &grid, x_big_t, y, observe);
+        };
+        let sig = Sigmas::new(self.schedule, steps, sigmas)?;
+        let den = ode::Denoiser {
+            model: self.model,
+            prediction: self.prediction,
+            clip,
+        };
+        den.solve(solver, &sig, x_big_t, y, observe)
+    }
 
     // ANCHOR: run_grid
     /// The reverse loop: any update rule on any grid (also those that

@@ -290,6 +290,7 @@ fn replaying_a_trace_reproduces_every_step_exactly() {
                     &eps,
                     &r.z,
                 ),
+                _ => unreachable!("the trace test runs DDPM and DDIM"),
             };
             assert!(
                 replay.equal(&r.x_prev),
