@@ -21,7 +21,10 @@
 # first 15 minutes are the 15-minute row. A cosine row decays over its own
 # budget, so each of its budgets is a run of its own.
 #
-# Training folders: ~/.cache/diffusion-executed/recipe-ab/ (or $WORK), never committed.
+# Training folders: ~/.cache/diffusion-executed/recipe-ab/ (or $WORK). A row's
+# folder may be seeded from crates/training/runs/NAME/ (a committed resumable
+# checkpoint and its loss.csv), so that a longer stage can continue on another
+# machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -117,6 +120,12 @@ PY
       run_flags="$flags --steps 100000000"
     fi
     mkdir -p "$dir"
+    # A run committed to the repository (a sitting's resumable checkpoint, for
+    # a next sitting on another machine) seeds an empty folder.
+    seed="$ROOT/crates/training/runs/$name"
+    if ! ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && [ -d "$seed" ]; then
+      cp "$seed"/ckpt-*.safetensors "$seed"/loss.csv "$dir"/
+    fi
     resume=""
     ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && resume="--resume"
     echo "==> $row: $change ($stage min)"
