@@ -4,7 +4,7 @@
 #
 #   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
-#                                      # guidance one_page classroom intro measuring memorisation derivations two_d ode bugs
+#                                      # guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -54,19 +54,19 @@ part_bench() {
 part_allocator() { # glibc's default malloc settings against util::keep_freed_memory (~3 min)
   bash scripts/bench/allocator.sh 3 > "$GEN/allocator.txt"
 }
-part_sampling() {
+part_sampling() { # the DDPM and DDIM chapters' pictures, from the shipped model (~6 min on 2 cores)
   mkdir -p "$FIG/reverse"
-  run sample -- --checkpoint "$CKPT" --sampler ddpm --n 20 --seed 0 --out "$FIG/reverse/ddpm.png" \
+  run sample -- --pretrained fashion-cfg --sampler ddpm --n 20 --seed 0 --out "$FIG/reverse/ddpm.png" \
     --trajectory "$FIG/reverse/ddpm-trajectory.png" --gif "$FIG/reverse/ddpm.gif" | strip > "$GEN/sample_ddpm.txt"
-  run ddim_study -- --checkpoint "$CKPT" --out "$ROOT/target/figures-ddim" | strip > "$GEN/ddim_study.txt"
+  run ddim_study -- --pretrained fashion-cfg --out "$ROOT/target/figures-ddim" | strip > "$GEN/ddim_study.txt"
   cp "$ROOT"/target/figures-ddim/{steps,grids,inversion,interpolation}.png "$FIG/reverse/"
 }
-part_guidance() {
+part_guidance() { # the Guidance chapter's pictures, from the shipped model
   mkdir -p "$FIG/guidance"
-  run guidance_sweep -- --checkpoint "$CKPT" --scales 0,1,2,3,5 --per-class 8 --out "$ROOT/target/figures-guidance" \
+  run guidance_sweep -- --pretrained fashion-cfg --scales 0,1,2,3,5 --per-class 8 --out "$ROOT/target/figures-guidance" \
     2>&1 | strip > "$GEN/guidance_sweep.txt"
   cp "$ROOT"/target/figures-guidance/{sweep,diversity}.png "$FIG/guidance/"
-  run guidance_cost -- --checkpoint "$CKPT" | strip > "$GEN/guidance_cost.txt"
+  run guidance_cost -- --pretrained fashion-cfg | strip > "$GEN/guidance_cost.txt"
 }
 
 part_one_page() { # about six minutes on 2 cores
@@ -128,6 +128,37 @@ part_ode() { # "The score and the ODE": the few-step table, chart and grid (~14 
   SCHEDULER_PARITY_MD="$GEN/scheduler_parity.md" cargo test --quiet --release -p reverse --test ode diffusers > /dev/null
 }
 
+part_zero_snr() { # "The score and the ODE": zero terminal SNR, from two committed models (~6 min)
+  # The models (2000 steps each, about 17 min for the pair on 2 cores, one thread each):
+  #   train --model unet --block-out-channels 16,32,64 --prediction v --loss-weighting uniform \
+  #     --schedule sd_scaled_linear [--zero-terminal-snr] --steps 2000 --samples 0 --out DIR
+  # then export_pretrained to crates/training/runs/zsnr-{plain,rescaled}/model.safetensors.
+  ZERO_SNR_PARITY_MD="$GEN/zero_snr_parity.md" cargo test --quiet --release -p classifier-free --test zero_snr > /dev/null
+  mkdir -p "$FIG/ode" "$ROOT/target/zero-snr"
+  local o="$ROOT/target/zero-snr" runs="$ROOT/crates/training/runs" m
+  for m in plain rescaled; do
+    run sample -- --checkpoint "$runs/zsnr-$m/model.safetensors" --sampler ddim --steps 50 --per-class 100 \
+      --seed 0 --no-grid --save-tensors "$o/$m-w1.safetensors" > /dev/null
+    run sample -- --checkpoint "$runs/zsnr-$m/model.safetensors" --sampler ddim --steps 50 --per-class 100 \
+      --guidance 3 --seed 0 --no-grid --save-tensors "$o/$m-w3.safetensors" > /dev/null
+    run sample -- --checkpoint "$runs/zsnr-$m/model.safetensors" --sampler ddim --steps 50 --per-class 2 \
+      --guidance 3 --seed 1 --no-grid --save-tensors "$o/$m-w3-grid.safetensors" > /dev/null
+  done
+  run sample -- --checkpoint "$runs/zsnr-rescaled/model.safetensors" --sampler ddim --steps 50 --per-class 100 \
+    --guidance 3 --guidance-rescale 0.7 --seed 0 --no-grid --save-tensors "$o/rescaled-w3-phi.safetensors" > /dev/null
+  run sample -- --checkpoint "$runs/zsnr-rescaled/model.safetensors" --sampler ddim --steps 50 --per-class 2 \
+    --guidance 3 --guidance-rescale 0.7 --seed 1 --no-grid --save-tensors "$o/rescaled-w3-phi-grid.safetensors" > /dev/null
+  run brightness -- --input "SD schedule, w = 1=$o/plain-w1.safetensors" --input "zero SNR, w = 1=$o/rescaled-w1.safetensors" \
+    --markdown "$GEN/zero_snr_brightness_w1.md" --chart "$FIG/ode/brightness.png" | strip > /dev/null
+  run brightness -- --input "SD schedule, w = 3=$o/plain-w3.safetensors" --input "zero SNR, w = 3=$o/rescaled-w3.safetensors" \
+    --input "zero SNR, w = 3, φ = 0.7=$o/rescaled-w3-phi.safetensors" --markdown "$GEN/zero_snr_brightness_w3.md" | strip > /dev/null
+  run evaluate -- --samples "$o/plain-w1.safetensors" "$o/rescaled-w1.safetensors" "$o/plain-w3.safetensors" \
+    "$o/rescaled-w3.safetensors" "$o/rescaled-w3-phi.safetensors" --markdown "$GEN/zero_snr_eval.md" | strip > /dev/null
+  run label_grid -- --title "DDIM-50, w = 3, the same noise: Stable Diffusion's schedule against zero terminal SNR" \
+    --input "SD schedule=$o/plain-w3-grid.safetensors" --input "zero SNR=$o/rescaled-w3-grid.safetensors" \
+    --input "zero SNR, φ = 0.7=$o/rescaled-w3-phi-grid.safetensors" --out "$FIG/ode/zero_snr_grid.png" | strip
+}
+
 part_bugs() { # the bug museum: trains four small models, then eight side-by-side comparisons
   mkdir -p "$FIG/bugs"
   run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
@@ -147,7 +178,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d ode bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

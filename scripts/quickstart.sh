@@ -30,6 +30,8 @@ echo "==> measuring 1000 guided samples (DDIM-50, w = 3, 100 per class) against 
 "$BIN/sample" --pretrained fashion-cfg --sampler ddim --steps 50 --guidance 3 --per-class 100 --seed 0 \
   --no-grid --save-tensors "$OUT/ddim50-w3.safetensors"
 "$BIN/evaluate" --samples "$OUT/ddim50-w3.safetensors" --markdown "$OUT/metrics.md"
+echo "    expected, from the model card (book/model-cards.md): the DDIM-50 w=3 row, accuracy 0.995 and FD 14.09;"
+echo "    real training images score 0.937 and 1.83 (the floor): guidance trades spread for recognisable classes"
 
 echo "==> chapter 'Forward diffusion' on Fashion-MNIST"
 "$BIN/forward_process" --out "$OUT/forward" > /dev/null

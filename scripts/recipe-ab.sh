@@ -48,6 +48,8 @@ unet-a-minsnr|+ min-SNR-5 weighting|--model unet --block-out-channels 32,64,64 -
 unet-s|UNet (16,32,64): cheaper|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 unet-b|UNet (32,64,128): more capacity at 7×7|--model unet --block-out-channels 32,64,128 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 unet-s-pt|unet-s from PyTorch's init (the UNet's init since the fix; rows above: tch's, √6 wider)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+unet-a-pt|unet-a-minsnr from PyTorch's init: (32,64,64)|--model unet --block-out-channels 32,64,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
+unet-b-pt|unet-b from PyTorch's init: (32,64,128)|--model unet --block-out-channels 32,64,128 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5
 s-v|unet-s-pt with v-prediction (min-SNR-5 on v)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting min-snr-5 --prediction v
 s-eps|unet-s-pt without min-SNR (uniform L_simple)|--model unet --block-out-channels 16,32,64 --lr 1e-3 --ema-decay 0.999 --loss-weighting uniform
 s-lr2e-3|unet-s-pt with lr 2e-3|--model unet --block-out-channels 16,32,64 --lr 2e-3 --ema-decay 0.999 --loss-weighting min-snr-5

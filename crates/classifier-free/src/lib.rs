@@ -25,6 +25,19 @@ pub fn guided_eps(eps_uncond: &Tensor, eps_cond: &Tensor, w: f64) -> Tensor {
 }
 // ANCHOR_END: guided_eps
 
+// ANCHOR: guidance_rescale
+/// CFG rescale (Lin et al. 2024, §3.4): the guided output ε̃ brought back to
+/// the per-sample standard deviation of the conditional one, then blended,
+/// φ · ε̃ · std(ε_c)/std(ε̃) + (1 − φ) · ε̃. Strong guidance inflates ε̃'s
+/// scale; with zero terminal SNR that shows as over-exposed images.
+pub fn rescale_guided(guided: &Tensor, eps_cond: &Tensor, phi: f64) -> Tensor {
+    let dims: Vec<i64> = (1..guided.dim() as i64).collect();
+    let std_c = eps_cond.std_dim(dims.as_slice(), true, true);
+    let std_g = guided.std_dim(dims.as_slice(), true, true);
+    guided * (std_c / std_g * phi + (1.0 - phi))
+}
+// ANCHOR_END: guidance_rescale
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GuidanceError {
     #[error("guidance scale w = {0} is negative (it extrapolates away from the class); pass --allow-negative-guidance if that is what you want")]
@@ -33,6 +46,8 @@ pub enum GuidanceError {
     NotFinite(f64),
     #[error("guidance needs a class-conditional model (this one has no classes)")]
     Unconditional,
+    #[error("guidance rescale φ = {0} is out of range: use a number from 0 (off) to 1 (--guidance-rescale)")]
+    Rescale(f64),
 }
 
 /// The largest |w| a [`Guided`] accepts: far beyond any useful scale, small
@@ -44,6 +59,8 @@ pub const MAX_GUIDANCE: f64 = 100.0;
 pub struct Guided<'a> {
     model: &'a dyn NoisePredictor,
     pub w: f64,
+    /// φ of [`rescale_guided`]; 0 (the default) leaves ε̃ as it is.
+    pub rescale: f64,
     num_classes: i64,
 }
 
@@ -64,8 +81,30 @@ impl<'a> Guided<'a> {
         Ok(Self {
             model,
             w,
+            rescale: 0.0,
             num_classes,
         })
+    }
+
+    /// The same guidance with CFG rescale φ ∈ [0, 1] ([`rescale_guided`]).
+    pub fn with_rescale(self, phi: f64) -> Result<Self, GuidanceError> {
+        if !(0.0..=1.0).contains(&phi) {
+            return Err(GuidanceError::Rescale(phi));
+        }
+        Ok(Self {
+            rescale: phi,
+            ..self
+        })
+    }
+
+    /// ε̃ from the two halves, rescaled when φ > 0.
+    fn combine(&self, eps_uncond: &Tensor, eps_cond: &Tensor) -> Tensor {
+        let guided = guided_eps(eps_uncond, eps_cond, self.w);
+        if self.rescale > 0.0 {
+            rescale_guided(&guided, eps_cond, self.rescale)
+        } else {
+            guided
+        }
     }
 }
 
@@ -86,7 +125,7 @@ impl NoisePredictor for Guided<'_> {
         if self.w == 1.0 {
             return self.model.predict(x_t, t, Some(y), train);
         }
-        if self.w == 0.0 {
+        if self.w == 0.0 && self.rescale == 0.0 {
             return self.model.predict(x_t, t, None, train);
         }
         let null = Tensor::full_like(y, self.num_classes);
@@ -97,7 +136,7 @@ impl NoisePredictor for Guided<'_> {
             train,
         )?;
         let halves = out.chunk(2, 0);
-        Ok(guided_eps(&halves[1], &halves[0], self.w))
+        Ok(self.combine(&halves[1], &halves[0]))
     }
     // ANCHOR_END: guided_predict
 
@@ -119,7 +158,7 @@ impl NoisePredictor for TwoPass<'_> {
     ) -> network::Result<Tensor> {
         let cond = self.0.model.predict(x_t, t, y, train)?;
         let uncond = self.0.model.predict(x_t, t, None, train)?;
-        Ok(guided_eps(&uncond, &cond, self.0.w))
+        Ok(self.0.combine(&uncond, &cond))
     }
 
     fn num_classes(&self) -> Option<i64> {

@@ -36,6 +36,7 @@ fn main() {
                 full_res_skip: false,
             }),
             schedule: forward::ScheduleKind::Linear,
+            zero_terminal_snr: false,
             timesteps: 1000,
             prediction: Prediction::Epsilon,
             loss_weighting: Default::default(),

@@ -173,7 +173,7 @@ fn main() {
             let steps = args.train_steps;
             let right = trained(&models, "correct", like.clone(), false, &train, steps)?;
             let (x, y) = noise(args.n, seed);
-            let like_schedule = Schedule::new(like.schedule, like.timesteps, device)?;
+            let like_schedule = like.noise_schedule(device)?;
             let like_pipe = Pipeline::new(m, &like_schedule, like.prediction);
             let w3 = |model: &dyn NoisePredictor| {
                 guided_sample(like_pipe.with_model(model), &ddim(50, 0.0), 3.0, &x, &y)
@@ -364,6 +364,7 @@ fn museum_recipe() -> TrainConfig {
             full_res_skip: true,
         }),
         schedule: forward::ScheduleKind::Linear,
+        zero_terminal_snr: false,
         timesteps: 1000,
         prediction: forward::Prediction::Epsilon,
         loss_weighting: training::LossWeighting::Uniform,

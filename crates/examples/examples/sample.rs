@@ -35,6 +35,10 @@ struct Args {
     /// Allow w < 0.
     #[arg(long)]
     allow_negative_guidance: bool,
+    /// CFG rescale φ from 0 (off) to 1 (Lin et al. 2024): brings the guided
+    /// prediction back to the conditional one's standard deviation.
+    #[arg(long, default_value_t = 0.0)]
+    guidance_rescale: f64,
     /// Sample these classes (comma-separated), one image each.
     #[arg(
         long,
@@ -149,8 +153,12 @@ fn main() {
             (None, None) => (None, 10.min(n)),
         };
         let guided;
+        if args.guidance_rescale != 0.0 && args.guidance == 1.0 {
+            bail!("--guidance-rescale {} does nothing at --guidance 1: pass a guidance scale w ≠ 1, or drop the flag", args.guidance_rescale);
+        }
         let predictor: &dyn NoisePredictor = if args.guidance != 1.0 {
-            guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?;
+            guided = Guided::new(&*loaded.model, args.guidance, args.allow_negative_guidance)?
+                .with_rescale(args.guidance_rescale)?;
             if let Some(w) = examples::dropout_warning(cfg.p_uncond, args.guidance) {
                 eprintln!("{w}");
             }
@@ -332,7 +340,7 @@ fn grid_png(x0: &Tensor, cols: i64, names: Option<&[String]>, title: &str) -> Re
 
 /// Rows = the first (up to) 6 samples; columns = 8 steps of x_t, then the same 8 steps of x̂_0.
 fn trajectory(records: &[StepRecord], names: Option<&[String]>) -> Result<Vec<u8>> {
-    let rows = records[0].x_t.size()[0].min(6);
+    let rows = records[0].x_t.size()[0].min(10);
     let cols = picks(records.len(), 8);
     let mut tiles = Vec::new();
     for r in 0..rows {

@@ -116,9 +116,13 @@ struct Args {
     /// eps, x0 or v.
     #[arg(long, default_value = "eps", value_parser = examples::parse_prediction)]
     prediction: Prediction,
-    /// linear, seed_linear or cosine.
+    /// linear, seed_linear, cosine or sd_scaled_linear (Stable Diffusion's).
     #[arg(long, default_value = "linear")]
     schedule: ScheduleKind,
+    /// Rescale the schedule so that ᾱ_{T−1} = 0 (Lin et al. 2024); needs
+    /// --prediction v or x0.
+    #[arg(long)]
+    zero_terminal_snr: bool,
     /// Number of diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
@@ -190,6 +194,7 @@ impl Args {
         Ok(TrainConfig {
             model,
             schedule: self.schedule,
+            zero_terminal_snr: self.zero_terminal_snr,
             timesteps: self.timesteps,
             prediction: self.prediction,
             loss_weighting: self.loss_weighting,
@@ -340,8 +345,8 @@ fn main() {
             .map(|v| v.numel() as i64)
             .sum();
         println!(
-            "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {} | batch {} | device {device:?}",
-            args.dataset, data.len(), match cfg.model { ModelConfig::Seed(_) => "seed", ModelConfig::Unet(_) => "unet" }, params as f64 / 1e6, cfg.timesteps, cfg.schedule, cfg.batch_size
+            "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {}{} | batch {} | device {device:?}",
+            args.dataset, data.len(), match cfg.model { ModelConfig::Seed(_) => "seed", ModelConfig::Unet(_) => "unet" }, params as f64 / 1e6, cfg.timesteps, cfg.schedule, if cfg.zero_terminal_snr { ", zero terminal SNR" } else { "" }, cfg.batch_size
         );
 
         let images = data.images.to_device(device);

@@ -68,6 +68,7 @@ fn tiny_config() -> training::TrainConfig {
             full_res_skip: false,
         }),
         schedule: forward::ScheduleKind::Linear,
+        zero_terminal_snr: false,
         timesteps: 20,
         prediction: forward::Prediction::Epsilon,
         loss_weighting: Default::default(),
@@ -137,6 +138,16 @@ fn make_fixtures(d: &Path) {
     // A rotation folder from a (pretend) run on synthetic shapes.
     std::fs::create_dir_all(d.join("run")).unwrap();
     std::fs::write(d.join("run/ckpt-00000002.safetensors"), &bytes).unwrap();
+    // A v-prediction model on a zero-terminal-SNR schedule.
+    let zsnr = training::TrainConfig {
+        zero_terminal_snr: true,
+        prediction: forward::Prediction::Velocity,
+        ..tiny_config()
+    };
+    training::Trainer::new(zsnr, Device::Cpu)
+        .unwrap()
+        .save(&d.join("zsnr.safetensors"))
+        .unwrap();
     // One NaN in one bias of the EMA weights.
     std::fs::write(
         d.join("nan.safetensors"),
@@ -414,6 +425,8 @@ fn cases() -> Vec<Case> {
         sample("non-finite", "guidance-1e30-no-clip", "--guidance 1e30 --no-clip", 1, "is out of range"),
         sample("non-finite", "guidance-nan", "--guidance nan", 1, "w = NaN is out of range"),
         sample("non-finite", "guidance-inf", "--guidance inf", 1, "w = inf is out of range"),
+        sample("non-finite", "guidance-rescale-nan", "--guidance 3 --guidance-rescale nan", 1, "φ = NaN is out of range"),
+        sample("non-finite", "guidance-rescale-1.5", "--guidance 3 --guidance-rescale 1.5", 1, "φ = 1.5 is out of range"),
         train("non-finite", "lr-nan", "--lr nan --out r", 1, "lr = NaN (--lr)"),
         train("non-finite", "lr-inf", "--lr inf --out r", 1, "lr = inf (--lr)"),
         train("non-finite", "lr-zero", "--lr 0 --out r", 1, "lr = 0 (--lr)"),
@@ -461,6 +474,9 @@ fn cases() -> Vec<Case> {
         case("silent", "eta-with-ddpm", "sample", "--checkpoint ckpt.safetensors --sampler ddpm --eta 0.5 --out s.png", 1, "does nothing with --sampler ddpm"),
         case("silent", "spacing-with-ddpm", "sample", "--checkpoint ckpt.safetensors --sampler ddpm --spacing leading --out s.png", 1, "does nothing with --sampler ddpm"),
         sample("silent", "no-grid-with-out", "--no-grid --out s.png", 2, "cannot be used with"),
+        sample("silent", "guidance-rescale-at-w-1", "--guidance-rescale 0.7 --out s.png", 1, "does nothing at --guidance 1"),
+        case("silent", "ode-on-zero-terminal-snr", "sample", "--checkpoint zsnr.safetensors --sampler heun --steps 2 --out s.png", 1, "infinite on a zero-terminal-SNR schedule"),
+        train("silent", "zero-terminal-snr-with-eps", "--zero-terminal-snr --out r", 1, "zero terminal SNR leaves no signal at the last step"),
         case("silent", "forward-process-at-out-of-range", "forward_process", "--at=-3,7 --data-dir data-28 --out f", 1, "--at -3"),
         case("silent", "evaluate-five-reference-images", "evaluate", "--samples samples.safetensors --data-dir data-five", 1, "holds 5 images"),
         case("silent", "train-on-32x32-greyscale", "train", "--dataset mnist --data-dir data-32 --batch-size 8 --out r", 1, "[1, 28, 28] (C, H, W) is needed"),

@@ -268,11 +268,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// The noise schedule the model was trained with, on the model's device.
     pub fn schedule(&self) -> Result<Schedule> {
-        Ok(Schedule::new(
-            self.config.schedule,
-            self.config.timesteps,
-            self.vs.device(),
-        )?)
+        Ok(self.config.noise_schedule(self.vs.device())?)
     }
 }
 

@@ -30,7 +30,7 @@ pub enum ForwardError {
 
 pub type Result<T> = std::result::Result<T, ForwardError>;
 
-/// The three β schedules of the book (written in files and flags by
+/// The β schedules of the book (written in files and flags by
 /// [`ScheduleKind::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,16 +44,28 @@ pub enum ScheduleKind {
     SeedLinear,
     /// Improved DDPM (Nichol & Dhariwal 2021): ᾱ follows a squared cosine, s = 0.008, β ≤ 0.999.
     Cosine,
+    /// Stable Diffusion's schedule, diffusers' `scaled_linear`: √β linear from
+    /// √0.00085 to √0.012. Its ᾱ_{T−1} = 0.0047 at T = 1000 leaves the image's
+    /// mean in x_{T−1} (Lin et al. 2024). Named `sd_scaled_linear` in our files,
+    /// because files written before `seed_linear` was renamed say `scaled_linear`.
+    #[serde(rename = "sd_scaled_linear")]
+    ScaledLinear,
 }
 
 impl ScheduleKind {
-    pub const ALL: [ScheduleKind; 3] = [Self::Linear, Self::SeedLinear, Self::Cosine];
+    pub const ALL: [ScheduleKind; 4] = [
+        Self::Linear,
+        Self::SeedLinear,
+        Self::Cosine,
+        Self::ScaledLinear,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Linear => "linear",
             Self::SeedLinear => "seed_linear",
             Self::Cosine => "cosine",
+            Self::ScaledLinear => "sd_scaled_linear",
         }
     }
 }
@@ -72,7 +84,7 @@ impl std::str::FromStr for ScheduleKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 ForwardError::InvalidSchedule(format!(
-                    "unknown schedule '{s}': use linear, seed_linear or cosine"
+                    "unknown schedule '{s}': use linear, seed_linear, cosine or sd_scaled_linear"
                 ))
             })
     }
@@ -81,6 +93,9 @@ impl std::str::FromStr for ScheduleKind {
 /// Cosine-schedule offset s and the cap on β (improved DDPM, eq. 17).
 pub const COSINE_S: f64 = 0.008;
 pub const MAX_BETA: f64 = 0.999;
+/// Stable Diffusion's β range (diffusers' `scaled_linear`, linear in √β).
+pub const SD_BETA_START: f64 = 0.00085;
+pub const SD_BETA_END: f64 = 0.012;
 
 // ANCHOR: betas
 /// β₀ … β_{T−1}, computed in f64.
@@ -116,11 +131,38 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Tensor> {
             let ratio = alpha_bar.narrow(0, 1, steps as i64) / alpha_bar.narrow(0, 0, steps as i64);
             (1f64 - ratio).clamp_max(MAX_BETA)
         }
+        ScheduleKind::ScaledLinear => {
+            Tensor::linspace(SD_BETA_START.sqrt(), SD_BETA_END.sqrt(), steps as i64, f64_).square()
+        }
     };
     Ok(betas)
     // ANCHOR_END: SOLUTION_betas
 }
 // ANCHOR_END: betas
+
+// ANCHOR: zero_terminal_snr
+/// Rescales β so that ᾱ_{T−1} = 0, zero signal at the last step (Lin et al.
+/// 2024, Algorithm 1): √ᾱ_t is shifted by its last value and stretched back to
+/// its first, √ᾱ′_t = (√ᾱ_t − √ᾱ_{T−1}) · √ᾱ_0 / (√ᾱ_0 − √ᾱ_{T−1}), so ᾱ′_0 = ᾱ_0,
+/// ᾱ′_{T−1} = 0 and β′_{T−1} = 1. Computed in f64.
+pub fn rescale_zero_terminal_snr(betas: &Tensor) -> Tensor {
+    let sqrt_ab = (1f64 - betas.to_kind(Kind::Double))
+        .cumprod(0, Kind::Double)
+        .sqrt();
+    let n = sqrt_ab.size()[0];
+    let (first, last) = (sqrt_ab.double_value(&[0]), sqrt_ab.double_value(&[n - 1]));
+    let alpha_bar = ((sqrt_ab - last) * (first / (first - last))).square();
+    // β′_t = 1 − ᾱ′_t / ᾱ′_{t−1}, with ᾱ′ before the first step equal to 1.
+    let prev = Tensor::cat(
+        &[
+            Tensor::ones([1], (Kind::Double, Device::Cpu)),
+            alpha_bar.narrow(0, 0, n - 1),
+        ],
+        0,
+    );
+    1f64 - alpha_bar / prev
+}
+// ANCHOR_END: zero_terminal_snr
 
 /// Every per-timestep quantity of DDPM, precomputed once in f64 and stored
 /// (as f32) on the device. Each field is a 1-D tensor of length T.
@@ -128,6 +170,10 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Tensor> {
 pub struct Schedule {
     pub kind: ScheduleKind,
     pub steps: usize,
+    /// β rescaled so that ᾱ_{T−1} = 0 ([`rescale_zero_terminal_snr`]): then
+    /// x_{T−1} holds no signal, x̂_0 cannot be read from ε there, and the
+    /// probability-flow ODE starts at σ = ∞.
+    pub zero_terminal_snr: bool,
     pub device: Device,
     pub betas: Tensor,
     pub alphas: Tensor,
@@ -150,8 +196,23 @@ pub struct Schedule {
 impl Schedule {
     // ANCHOR: schedule_new
     pub fn new(kind: ScheduleKind, steps: usize, device: Device) -> Result<Self> {
-        let betas = betas(kind, steps)?;
-        let alphas = 1f64 - &betas;
+        Self::with_terminal_snr(kind, steps, false, device)
+    }
+
+    /// [`Schedule::new`], with β rescaled to zero terminal SNR when asked.
+    pub fn with_terminal_snr(
+        kind: ScheduleKind,
+        steps: usize,
+        zero_terminal_snr: bool,
+        device: Device,
+    ) -> Result<Self> {
+        let betas = match zero_terminal_snr {
+            false => betas(kind, steps)?,
+            true => rescale_zero_terminal_snr(&betas(kind, steps)?),
+        };
+        // tch computes f64 − tensor as −(tensor − f64): at β = 1 (zero terminal
+        // SNR) that is −0, and 1/√ᾱ would be NaN; abs keeps it +0.
+        let alphas = (1f64 - &betas).abs();
         let alpha_bar = alphas.cumprod(0, Kind::Double);
         // ᾱ_{t−1}, with ᾱ before the first step equal to 1.
         let one = Tensor::ones([1], (Kind::Double, Device::Cpu));
@@ -178,6 +239,7 @@ impl Schedule {
         Ok(Self {
             kind,
             steps,
+            zero_terminal_snr,
             device,
             sqrt_alpha_bar: dev(alpha_bar.sqrt()),
             sqrt_one_minus_alpha_bar: dev((1f64 - &alpha_bar).sqrt()),

@@ -19,7 +19,8 @@ fn assert_close(name: &str, got: &[f64], want: &[f64]) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let tol = 1e-6 * w.abs().max(1.0);
         assert!(
-            (g - w).abs() <= tol,
+            // `==` lets the infinite 1/√ᾱ_{T−1} of a zero-terminal-SNR schedule agree.
+            g == w || (g - w).abs() <= tol,
             "{name}[{i}]: tch {g} vs oracle {w} (tol {tol})"
         );
     }
@@ -164,6 +165,10 @@ fn schedules_are_monotone_and_end_near_zero() {
             // cosine schedules exist; the test pins both facts down.
             if kind == ScheduleKind::Linear && steps < 1000 {
                 assert!(end > 0.01, "linear T={steps}: ᾱ_T = {end}");
+            } else if kind == ScheduleKind::ScaledLinear {
+                // Stable Diffusion's schedule never gets there: ᾱ_T = 0.0047 at
+                // T = 1000, the flaw that zero terminal SNR fixes.
+                assert!(end > 4e-3, "sd_scaled_linear T={steps}: ᾱ_T = {end}");
             } else {
                 assert!(
                     end < ALPHA_BAR_END_TOL,
@@ -321,7 +326,7 @@ fn bad_timesteps_and_shapes_get_clear_errors() {
         .parse::<ScheduleKind>()
         .unwrap_err()
         .to_string()
-        .contains("use linear, seed_linear or cosine"));
+        .contains("use linear, seed_linear, cosine or sd_scaled_linear"));
     assert!(Schedule::new(ScheduleKind::Linear, 1, Device::Cpu).is_err());
 }
 
@@ -347,4 +352,81 @@ fn q_sample_at_matching_timesteps_is_per_sample() {
             .unwrap();
         assert!(one.equal(&batched.narrow(0, i, 1)), "sample {i}");
     }
+}
+
+/// Rescaled to zero terminal SNR, every column of the schedule matches the
+/// oracle's loops over Lin et al.'s Algorithm 1; ᾱ keeps its first value and
+/// ends at exactly 0. A rescale that shifts ᾱ instead of √ᾱ is rejected.
+#[test]
+fn zero_terminal_snr_matches_the_oracle_and_ends_at_zero() {
+    for kind in ScheduleKind::ALL {
+        for steps in [300, 1000] {
+            let b = oracle::betas(kind, steps).unwrap();
+            let want_b = oracle::rescale_zero_terminal_snr(&b);
+            let s = Schedule::with_terminal_snr(kind, steps, true, Device::Cpu).unwrap();
+            assert!(s.zero_terminal_snr);
+            let name = format!("{} T={steps} rescaled", kind.name());
+            for ((n, got), (_, want)) in columns(&s).iter().zip(&oracle_columns(&want_b)) {
+                assert_close(&format!("{name} {n}"), &host(got), want);
+            }
+            let (ab, ab0) = (&s.alpha_bar_host, oracle::alpha_bar(&b));
+            assert_eq!(ab[steps - 1], 0.0, "{name}: ᾱ_T−1");
+            assert_eq!(s.betas_host[steps - 1], 1.0, "{name}: β_T−1");
+            assert!((ab[0] - ab0[0]).abs() < 1e-12, "{name}: ᾱ_0 moved");
+            assert!(
+                ab.windows(2).all(|w| w[1] < w[0]),
+                "{name}: ᾱ not decreasing"
+            );
+
+            // The wrong rescale: ᾱ itself shifted and stretched, not √ᾱ. Where
+            // ᾱ_{T−1} is already near 0 the two barely move ᾱ, so this is
+            // checked where the rescale matters.
+            let (first, last) = (ab0[0], ab0[steps - 1]);
+            if last < 1e-3 {
+                continue;
+            }
+            let wrong: Vec<f64> = ab0
+                .iter()
+                .map(|a| (a - last) * first / (first - last))
+                .collect();
+            let worst = wrong
+                .iter()
+                .zip(ab)
+                .map(|(w, g)| (w - g).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst > 1e-3,
+                "{name}: the ᾱ-shift is not told apart ({worst:e})"
+            );
+        }
+    }
+}
+
+/// At ᾱ_{T−1} = 0 the noised image is the noise itself, so an ε target carries
+/// nothing about x_0 and x̂_0 = (x_t − ε̂)/√ᾱ is 0/0; v = −x_0 there, and v
+/// reads back x_0 exactly.
+#[test]
+fn zero_terminal_snr_breaks_eps_but_not_v() {
+    let s = Schedule::with_terminal_snr(ScheduleKind::Linear, 1000, true, Device::Cpu).unwrap();
+    tch::manual_seed(3);
+    let x0 = Tensor::rand([4, 1, 5, 5], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let eps = Tensor::randn([4, 1, 5, 5], (Kind::Float, Device::Cpu));
+    let last = s.timestep(999, 4).unwrap();
+    let x_t = s.q_sample(&x0, &last, &eps).unwrap();
+    assert!(x_t.equal(&eps), "x_T−1 is exactly the noise");
+
+    let x0_from_eps = forward::predict_x0_from_eps(&s, &x_t, &last, &eps);
+    let finite = x0_from_eps.isfinite().all().int64_value(&[]);
+    assert_eq!(finite, 0, "ε-prediction gives a finite x̂_0 at zero SNR");
+
+    let v = forward::target(forward::Prediction::Velocity, &s, &x0, &eps, &last);
+    assert!(v.equal(&-&x0), "v = −x_0 at zero SNR");
+    let (x0_hat, eps_hat) = forward::x0_and_eps(&s, forward::Prediction::Velocity, &x_t, &last, &v);
+    assert!(x0_hat.equal(&x0) && eps_hat.equal(&eps));
+
+    // One step earlier the signal is small but there: ε still reads back.
+    let t = s.timestep(990, 4).unwrap();
+    let x_t = s.q_sample(&x0, &t, &eps).unwrap();
+    let x0_hat = forward::predict_x0_from_eps(&s, &x_t, &t, &eps);
+    assert!(x0_hat.allclose(&x0, 1e-2, 1e-2, false));
 }

@@ -111,7 +111,7 @@ impl Sampler {
         match (self, self.ode()) {
             (Sampler::Ddpm { .. }, _) => total,
             (Sampler::Ddim { steps, .. }, _) => *steps,
-            (_, Some((Solver::Heun, steps, ..))) => 2 * steps - 1,
+            (_, Some((Solver::Heun, steps, ..))) => (2 * steps).saturating_sub(1),
             (_, Some((_, steps, ..))) => steps,
             (_, None) => unreachable!("every other sampler is an ODE solver"),
         }
@@ -121,7 +121,10 @@ impl Sampler {
     /// network evaluations a sample costs.
     pub fn check(&self, s: &Schedule) -> Result<usize> {
         match self.ode() {
-            Some((_, steps, sigmas, _)) => drop(Sigmas::new(s, steps, sigmas)?),
+            Some((_, steps, sigmas, _)) => {
+                ode_needs_finite_sigma(s)?;
+                drop(Sigmas::new(s, steps, sigmas)?)
+            }
             None => drop(self.grid(s.steps)?),
         }
         Ok(self.evaluations(s.steps))
@@ -300,6 +303,16 @@ impl<'a> Pipeline<'a> {
         Self { model, ..self }
     }
 
+    /// An ε-prediction cannot be read at ᾱ = 0: x̂_0 = (x_t − ε̂)/0.
+    fn check_readable(&self) -> Result<()> {
+        if self.schedule.zero_terminal_snr && self.prediction == Prediction::Epsilon {
+            return Err(ReverseError::Config(
+                "an ε-prediction model cannot be sampled on a zero-terminal-SNR schedule: at ᾱ = 0 its x̂_0 is 0/0 (train with --prediction v)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     // ANCHOR: sample
     /// Runs `sampler` on its own grid (or σs) from x_T to x_0.
     pub fn sample(
@@ -324,6 +337,8 @@ impl<'a> Pipeline<'a> {
             let grid = sampler.grid(self.schedule.steps)?;
             return self.run(sampler, &grid, x_big_t, y, observe);
         };
+        self.check_readable()?;
+        ode_needs_finite_sigma(self.schedule)?;
         let sig = Sigmas::new(self.schedule, steps, sigmas)?;
         let den = ode::Denoiser {
             model: self.model,
@@ -345,6 +360,7 @@ impl<'a> Pipeline<'a> {
         y: Option<&Tensor>,
         observe: &mut dyn FnMut(&StepRecord),
     ) -> Result<Tensor> {
+        self.check_readable()?;
         let s = self.schedule;
         let n = x_big_t.size()[0];
         let mut x = x_big_t.shallow_clone();
@@ -390,6 +406,7 @@ impl<'a> Pipeline<'a> {
     /// steps of `grid` run backwards, with ε̂ evaluated at the current (less
     /// noisy) point.
     pub fn invert(&self, grid: &TimestepGrid, x0: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        self.check_readable()?;
         let s = self.schedule;
         let n = x0.size()[0];
         let mut x = x0.shallow_clone();
@@ -409,6 +426,16 @@ impl<'a> Pipeline<'a> {
         }
         Ok(x)
     }
+}
+
+/// The ODE solvers work in σ = √((1 − ᾱ)/ᾱ), infinite where ᾱ = 0.
+fn ode_needs_finite_sigma(s: &Schedule) -> Result<()> {
+    if s.zero_terminal_snr {
+        return Err(ReverseError::Config(
+            "the ODE solvers start at σ = √((1 − ᾱ)/ᾱ), which is infinite on a zero-terminal-SNR schedule: sample this model with DDIM or DDPM".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Spherical interpolation between two Gaussian latents (keeps their norm

@@ -188,6 +188,9 @@ pub enum LrSchedule {
 pub struct TrainConfig {
     pub model: ModelConfig,
     pub schedule: ScheduleKind,
+    /// β rescaled to ᾱ_{T−1} = 0 ([`forward::rescale_zero_terminal_snr`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_terminal_snr: bool,
     pub timesteps: usize,
     pub prediction: Prediction,
     #[serde(default)]
@@ -217,8 +220,21 @@ impl TrainConfig {
         }
     }
 
+    /// The noise schedule this config trains (and samples) with.
+    pub fn noise_schedule(&self, device: tch::Device) -> forward::Result<Schedule> {
+        Schedule::with_terminal_snr(
+            self.schedule,
+            self.timesteps,
+            self.zero_terminal_snr,
+            device,
+        )
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
+        if self.zero_terminal_snr && self.prediction == Prediction::Epsilon {
+            return bad("zero terminal SNR leaves no signal at the last step, where an ε-prediction cannot be read back (x̂_0 = 0/0): use --prediction v".into());
+        }
         if !(0.0..=1.0).contains(&self.p_uncond) {
             return bad(format!("p_uncond = {}: must be in [0, 1]", self.p_uncond));
         }
@@ -356,7 +372,7 @@ impl Trainer {
             .copy(&vs)
             .map_err(|e| TrainError::Config(e.to_string()))?;
         ema_vs.freeze();
-        let schedule = Schedule::new(config.schedule, config.timesteps, device)?;
+        let schedule = config.noise_schedule(device)?;
         let opt = Adam::new(&vs, config.optimizer);
         Ok(Self {
             config,

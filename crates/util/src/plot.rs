@@ -590,31 +590,40 @@ pub fn heatmap(
             values.len()
         ));
     }
+    let colour = |v: f32| {
+        let u = ((v - lo) / (hi - lo)).clamp(0.0, 1.0) as f64 * 2.0 - 1.0; // −1 … 1
+        let w = |a: f64| (255.0 * a) as u8;
+        if u < 0.0 {
+            RGBColor(w(1.0 + u), w(1.0 + u), 255)
+        } else {
+            RGBColor(255, w(1.0 - u), w(1.0 - u))
+        }
+    };
+    let e = |e: &dyn std::fmt::Display| anyhow!("{e}");
+    let s = text_scale(size);
+    let px = |v: f64| (v * s).round() as i32;
     let png =
         draw_png(size, |root| {
-            let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 22))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(55)
+            let root = root
+                .titled(title, ("sans-serif", px(22.0)))
+                .map_err(|x| e(&x))?;
+            // The map, and a colour bar on its right with the value scale.
+            let (map, bar) = root.split_horizontally(root.dim_in_pixel().0 as i32 - px(110.0));
+            let mut chart = ChartBuilder::on(&map)
+                .margin(px(10.0))
+                .x_label_area_size(px(55.0))
+                .y_label_area_size(px(75.0))
                 .build_cartesian_2d(0..cols as i32, 0..rows as i32)
-                .map_err(|e| anyhow!("{e}"))?;
+                .map_err(|x| e(&x))?;
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
+                .label_style(("sans-serif", px(16.0)))
+                .axis_desc_style(("sans-serif", px(18.0)))
                 .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            let colour = |v: f32| {
-                let u = ((v - lo) / (hi - lo)).clamp(0.0, 1.0) as f64 * 2.0 - 1.0; // −1 … 1
-                let w = |a: f64| (255.0 * a) as u8;
-                if u < 0.0 {
-                    RGBColor(w(1.0 + u), w(1.0 + u), 255)
-                } else {
-                    RGBColor(255, w(1.0 - u), w(1.0 - u))
-                }
-            };
+                .map_err(|x| e(&x))?;
             chart
                 .draw_series((0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(
                     |(r, c)| {
@@ -624,7 +633,33 @@ pub fn heatmap(
                         )
                     },
                 ))
-                .map_err(|e| anyhow!("{e}"))?;
+                .map_err(|x| e(&x))?;
+            const STEPS: i32 = 100;
+            let mut scale = ChartBuilder::on(&bar)
+                .margin_top(px(10.0))
+                .margin_bottom(px(65.0))
+                .margin_right(px(10.0))
+                .y_label_area_size(px(50.0))
+                .build_cartesian_2d(0..1, lo as f64..hi as f64)
+                .map_err(|x| e(&x))?;
+            scale
+                .configure_mesh()
+                .disable_mesh()
+                .disable_x_axis()
+                .y_labels(5)
+                .label_style(("sans-serif", px(16.0)))
+                .draw()
+                .map_err(|x| e(&x))?;
+            let dv = (hi - lo) as f64 / STEPS as f64;
+            scale
+                .draw_series((0..STEPS).map(|i| {
+                    let v = lo as f64 + i as f64 * dv;
+                    Rectangle::new(
+                        [(0, v), (1, v + dv)],
+                        colour((v + dv / 2.0) as f32).filled(),
+                    )
+                }))
+                .map_err(|x| e(&x))?;
             Ok(())
         })?;
     crate::write_atomic(path, &png)

@@ -7,7 +7,7 @@
 //!
 //! Test code: the forward tests and the sampler tests include this file.
 #![allow(dead_code)] // each test binary uses part of it
-use forward::{ForwardError, ScheduleKind, COSINE_S, MAX_BETA};
+use forward::{ForwardError, ScheduleKind, COSINE_S, MAX_BETA, SD_BETA_END, SD_BETA_START};
 use ndarray::{Array1, ArrayD};
 
 /// β_0 … β_{T−1} of a schedule.
@@ -40,7 +40,30 @@ pub fn betas(kind: ScheduleKind, steps: usize) -> Result<Array1<f64>, ForwardErr
                 (1.0 - f(i + 1) / f(i)).min(MAX_BETA)
             }))
         }
+        ScheduleKind::ScaledLinear => {
+            Ok(lerp(SD_BETA_START.sqrt(), SD_BETA_END.sqrt()).mapv(|r| r * r))
+        }
     }
+}
+
+/// Zero terminal SNR by the paper's own steps (Lin et al. 2024, Algorithm 1),
+/// written as loops: √ᾱ, shift, scale, square, then back to β.
+pub fn rescale_zero_terminal_snr(betas: &Array1<f64>) -> Array1<f64> {
+    let sqrt_ab: Vec<f64> = alpha_bar(betas).iter().map(|a| a.sqrt()).collect();
+    let (first, last) = (sqrt_ab[0], sqrt_ab[sqrt_ab.len() - 1]);
+    let ab: Vec<f64> = sqrt_ab
+        .iter()
+        .map(|r| {
+            let shifted = (r - last) * first / (first - last);
+            shifted * shifted
+        })
+        .collect();
+    let mut out = Array1::zeros(ab.len());
+    for t in 0..ab.len() {
+        let alpha = if t == 0 { ab[0] } else { ab[t] / ab[t - 1] };
+        out[t] = 1.0 - alpha;
+    }
+    out
 }
 
 /// ᾱ_t = ∏_{s ≤ t} (1 − β_s).
