@@ -65,17 +65,26 @@ fn main() {
         let device = args.device.device()?;
         // Read and check every file before the slow work.
         let mut files: Vec<(String, evaluate::Samples)> = Vec::new();
+        let mut stems = Vec::new();
         for path in &args.samples {
             let s = evaluate::read_samples(path)?;
             let stem = path
                 .file_stem()
                 .map_or("samples".into(), |s| s.to_string_lossy().into_owned());
-            let mut name = evaluate::describe(&s.metadata).unwrap_or_else(|| stem.clone());
-            // Two files, one label: tell them apart by file name.
-            if files.iter().any(|(n, _)| *n == name) {
-                name = format!("{name} ({})", path.display());
-            }
+            let name = evaluate::describe(&s.metadata).unwrap_or_else(|| stem.clone());
             files.push((name, s));
+            stems.push((stem, path.display().to_string()));
+        }
+        // Files that share a label are told apart by file name (by path when
+        // the names are the same too).
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        for (i, (name, _)) in files.iter_mut().enumerate() {
+            let same: Vec<usize> = (0..names.len()).filter(|&j| names[j] == *name).collect();
+            if same.len() > 1 {
+                let stem_clash = same.iter().any(|&j| j != i && stems[j].0 == stems[i].0);
+                let tag = if stem_clash { &stems[i].1 } else { &stems[i].0 };
+                *name = format!("{name} ({tag})");
+            }
         }
         let classifier = match &args.classifier {
             Some(p) => evaluate::Trained::load(p, device)?,
