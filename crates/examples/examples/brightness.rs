@@ -89,14 +89,7 @@ fn main() {
     util::run(|| {
         let a = Args::parse();
         let mut outs = OutputSet::new();
-        let mut inputs = Vec::new();
-        for spec in &a.input {
-            let Some((label, file)) = spec.rsplit_once('=') else {
-                bail!("--input {spec:?}: write it as LABEL=FILE, e.g. \"zero SNR=samples.safetensors\"");
-            };
-            outs.input("--input", file.as_ref())?;
-            inputs.push((label.to_string(), PathBuf::from(file)));
-        }
+        let inputs = examples::labelled_inputs(&mut outs, &a.input)?;
         let md = outs.output_if("--markdown", a.markdown.as_ref(), Format::Markdown)?;
         let chart = outs.output_if("--chart", a.chart.as_ref(), Format::Png)?;
 

@@ -33,19 +33,12 @@ fn main() {
         let args = Args::parse();
         let classes = data::FASHION_CLASSES;
         let mut outs = OutputSet::new();
-        let mut inputs = Vec::new();
-        for spec in &args.input {
-            let Some((label, file)) = spec.rsplit_once('=') else {
-                bail!("--input {spec:?}: write it as LABEL=FILE, e.g. \"DDIM-50=samples.safetensors\"");
-            };
-            outs.input("--input", file.as_ref())?;
-            inputs.push((label, file));
-        }
+        let inputs = examples::labelled_inputs(&mut outs, &args.input)?;
         let out = outs.output("--out", &args.out, Format::Png)?;
         let (mut cells, mut rows) = (Vec::new(), Vec::new());
         for (label, file) in inputs {
-            let s = evaluate::read_samples(file.as_ref())
-                .with_context(|| format!("--input {label}={file}"))?;
+            let s = evaluate::read_samples(&file)
+                .with_context(|| format!("--input {label}={}", file.display()))?;
             let labels = Vec::<i64>::try_from(&s.labels)?;
             let per_class: Vec<Vec<usize>> = (0..classes.len() as i64)
                 .map(|c| (0..labels.len()).filter(|&i| labels[i] == c).collect())
@@ -53,7 +46,10 @@ fn main() {
             let k = per_class[0].len();
             if k == 0 || per_class.iter().any(|v| v.len() != k) || k * classes.len() != labels.len()
             {
-                bail!("{file}: every class must appear equally often (write it with --per-class)");
+                bail!(
+                    "{}: every class must appear equally often (write it with --per-class)",
+                    file.display()
+                );
             }
             for r in 0..k {
                 rows.push(if k == 1 {

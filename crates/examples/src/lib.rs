@@ -309,6 +309,21 @@ impl SamplerArgs {
     }
 }
 
+/// Reads each `--input LABEL=FILE` (split at the last "=", so a label may
+/// hold "=" but a file name may not) and registers FILE as an input.
+pub fn labelled_inputs(outs: &mut OutputSet, specs: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let Some((label, file)) = spec.rsplit_once('=') else {
+                bail!("--input {spec:?}: write it as LABEL=FILE, e.g. \"DDIM-50=samples.safetensors\"");
+            };
+            outs.input("--input", file.as_ref())?;
+            Ok((label.to_string(), PathBuf::from(file)))
+        })
+        .collect()
+}
+
 /// `--prediction`: what the network is trained to output.
 pub fn parse_prediction(s: &str) -> std::result::Result<Prediction, String> {
     match s {

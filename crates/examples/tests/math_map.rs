@@ -19,6 +19,7 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::util::*;
 
     use ::classifier_free::guided_eps as _;
+    use ::classifier_free::rescale_guided as _;
     use ::closed_form::elbo_weight as _;
     use ::closed_form::gaussian_kl as _;
     use ::closed_form::two_d::MixtureEps as _;
@@ -26,6 +27,7 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::evaluate::metrics::precision_recall as _;
     use ::forward::betas as _;
     use ::forward::predict_x0_from_eps as _;
+    use ::forward::rescale_zero_terminal_snr as _;
     use ::forward::target as _;
     use ::network::timestep_embedding as _;
     use ::reverse::ddim_sigma as _;
