@@ -14,17 +14,7 @@ fn diffusers(guided: &Tensor, cond: &Tensor) -> Vec<(String, Tensor)> {
         dir.join("in.safetensors"),
     )
     .unwrap();
-    let run = std::process::Command::new(util::venv_python().unwrap())
-        .arg(util::repo_root().join("scripts/parity/zero_snr.py"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    util::run_parity_script("zero_snr.py", &[&dir]).unwrap();
     let out = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     out

@@ -1,6 +1,5 @@
 //! The metrics against closed forms, brute force and scipy; the input checks.
 use evaluate::{check_samples, frechet_distance, gaussian, precision_recall, Gaussian};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 fn randn(shape: &[i64], seed: i64) -> Tensor {
@@ -84,19 +83,8 @@ fn frechet_agrees_with_scipy() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("features.safetensors");
     Tensor::write_safetensors(&[("a", &a), ("b", &b)], &file).unwrap();
-    let python = util::venv_python().unwrap();
-    let script = util::repo_root().join("scripts/parity/frechet.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let out = util::run_parity_script("frechet.py", &[&file]).unwrap();
+    let theirs: f64 = out.trim().parse().unwrap();
     let ours = frechet_distance(&gaussian(&a), &gaussian(&b));
     println!(
         "Fréchet distance: ours {ours:.12} scipy {theirs:.12} (relative difference {:.2e})",

@@ -393,17 +393,7 @@ fn diffusers_replays_heun_and_dpm_solver_step_by_step() {
         serde_json::to_string(&cases).unwrap(),
     )
     .unwrap();
-    let run = std::process::Command::new(util::venv_python().unwrap())
-        .arg(util::repo_root().join("scripts/parity/schedulers.py"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = util::run_parity_script("schedulers.py", &[&dir]).unwrap();
     print!("{stdout}");
     let report: Vec<serde_json::Value> = stdout
         .lines()

@@ -1,23 +1,13 @@
 //! A folder saved by diffusers (UNet2DModel + DDPMScheduler) loads for sampling.
 use formats::load_diffusers;
 use forward::Prediction;
-use std::process::Command;
 use tch::{Device, Tensor};
 
 #[test]
 fn diffusers_folder_loads_with_its_schedule_and_prediction() {
     let dir = std::env::temp_dir().join(format!("diffusers-folder-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let run = Command::new(util::venv_python().unwrap())
-        .arg(util::repo_root().join("scripts/parity/diffusers_pipeline.py"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    util::run_parity_script("diffusers_pipeline.py", &[&dir]).unwrap();
 
     let m = load_diffusers(&dir.join("pipeline"), Device::Cpu).unwrap();
     assert_eq!(m.config.schedule, forward::ScheduleKind::Cosine);

@@ -297,6 +297,28 @@ pub fn venv_python() -> Result<std::path::PathBuf> {
     Ok(python)
 }
 
+/// Runs `scripts/parity/SCRIPT` with the venv's python and `args`, and
+/// returns what it printed; a failed run is an error that carries its
+/// output. For the tests that check our code against PyTorch and diffusers.
+pub fn run_parity_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Result<String> {
+    let path = repo_root().join("scripts/parity").join(script);
+    let run = std::process::Command::new(venv_python()?)
+        .arg(&path)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", path.display()))?;
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    if !run.status.success() {
+        bail!(
+            "{} failed ({}):\n{stdout}\n{}",
+            path.display(),
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
 // ANCHOR: keep_freed_memory
 /// Stops glibc from handing large freed blocks back to the kernel.
 ///
