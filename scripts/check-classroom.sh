@@ -36,7 +36,7 @@ if bad:
     sys.exit(1)
 PY
 }
-all_tasks="betas q_sample time_embedding ddpm_step ddim_step guidance dpm_update"
+all_tasks="betas q_sample time_embedding ddpm_step ddim_step guidance dpm_update flow_loss"
 score $(for t in $all_tasks; do echo "$t=0"; done)
 echo "ok: every removed task scores 0"
 
@@ -52,7 +52,7 @@ right = "t.gather(&self.sqrt_one_minus_alpha_bar, x0) * noise"
 assert right in s, "q_sample solution not found"
 open(p, "w").write(s.replace(right, "(1f64 - t.gather(&self.alpha_bar, x0)) * noise"))
 PY
-score betas=10 q_sample=0 time_embedding=10 ddpm_step=10 ddim_step=10 guidance=10 dpm_update=10
+score betas=10 q_sample=0 time_embedding=10 ddpm_step=10 ddim_step=10 guidance=10 dpm_update=10 flow_loss=10
 echo "ok: a wrong q_sample (1 − ᾱ for √(1 − ᾱ)) loses exactly the q_sample points"
 # scripts/make-figures.sh keeps this last table for the instructors' chapter.
 [ -z "${GRADE_EXAMPLE_OUT:-}" ] || cp "$tmp/grade.txt" "$GRADE_EXAMPLE_OUT"

@@ -3,7 +3,7 @@
 # chosen solution regions replaced by todo!("…hint…"), and an ASSIGNMENT.md.
 #
 #   scripts/make-assignment.sh [--only betas,q_sample,…] OUT_DIR
-# Tasks: betas q_sample time_embedding ddpm_step ddim_step guidance dpm_update (default: all).
+# Tasks: betas q_sample time_embedding ddpm_step ddim_step guidance dpm_update flow_loss (default: all).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 only=""

@@ -4,7 +4,7 @@
 #
 #   scripts/make-figures.sh            # everything (~90 min on 2 cores: it trains small models)
 #   scripts/make-figures.sh sampling   # only the named parts: setup forward network train recipe ttq bench allocator sampling
-#                                      # guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr bugs
+#                                      # guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr flow bugs
 # The shipped model's card has its own, longer script: scripts/model-card.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -159,6 +159,19 @@ part_zero_snr() { # "The score and the ODE": zero terminal SNR, from two committ
     --input "zero SNR, φ = 0.7=$o/rescaled-w3-phi-grid.safetensors" --out "$FIG/ode/zero_snr_grid.png" | strip
 }
 
+part_flow() { # "Flow matching": the 2-D example, and the two committed models of scripts/flow-vs-diffusion.sh (~25 min)
+  mkdir -p "$FIG/flow"
+  cargo run --quiet --release -p closed-form --example flow_2d -- --out "$FIG/flow" | strip > "$GEN/flow_2d.txt"
+  run flow_vs_diffusion -- --out "$ROOT/target/flow-vs-diffusion" | strip > /dev/null
+  cp "$ROOT/target/flow-vs-diffusion/flow_vs_diffusion.md" "$GEN/"
+  cp "$ROOT"/target/flow-vs-diffusion/flow_vs_diffusion{,_grid}.png "$FIG/flow/"
+  # Both models at 20 evaluations and two lower guidance scales (~3 min).
+  run flow_vs_diffusion -- --evaluations 20 --guidance 1.5,2 --out "$ROOT/target/flow-vs-diffusion-w" | strip > /dev/null
+  cp "$ROOT/target/flow-vs-diffusion-w/flow_vs_diffusion.md" "$GEN/flow_vs_diffusion_w.md"
+  run sample -- --checkpoint "$ROOT/crates/training/runs/flow-vs-diffusion/flow/model.safetensors" --sampler euler \
+    --steps 20 --guidance 2 --per-class 8 --seed 0 --out "$FIG/flow/fashion_samples.png" | strip > /dev/null
+}
+
 part_bugs() { # the bug museum: trains four small models, then eight side-by-side comparisons
   mkdir -p "$FIG/bugs"
   run bug_museum -- --out "$ROOT/target/bug-museum" | strip > "$GEN/bug_museum.txt"
@@ -178,7 +191,7 @@ part_bugs() { # the bug museum: trains four small models, then eight side-by-sid
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr bugs)
+[ ${#parts[@]} -gt 0 ] || parts=(setup forward network train recipe ttq bench allocator sampling guidance one_page classroom intro measuring memorisation derivations two_d ode zero_snr flow bugs)
 for p in "${parts[@]}"; do
   echo "==> $p"
   "part_$p"

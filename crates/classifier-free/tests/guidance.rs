@@ -214,6 +214,7 @@ fn train_step_feeds_the_null_class_at_rate_p_uncond() {
                 full_res_skip: true,
             }),
             schedule: forward::ScheduleKind::Linear,
+            objective: training::Objective::Diffusion,
             zero_terminal_snr: false,
             timesteps: 100,
             prediction: Prediction::Epsilon,

@@ -119,6 +119,59 @@ impl NoisePredictor for MixtureEps<'_> {
 }
 // ANCHOR_END: exact_eps
 
+// ANCHOR: exact_velocity
+/// The exact velocity of rectified flow for the mixture ("Flow matching",
+/// eq. 7): on the straight path x_t = (1 − t) x_0 + t ε, component k has
+/// x_t ~ N((1 − t) μ_k, ω_t² I) with ω_t² = (1 − t)² s² + t², and
+/// v*(x, t) = E[ε − x_0 | x_t = x] = Σ_k r_k(x) (−μ_k + (t − (1 − t) s²)/ω_t² · (x − (1 − t) μ_k)),
+/// r_k the posterior probability of component k. The network's timestep is
+/// 1000 t ([`forward::FLOW_TIME_SCALE`]); labels work as in [`MixtureEps`].
+pub struct MixtureVelocity<'a> {
+    pub mixture: &'a Mixture,
+}
+
+impl NoisePredictor for MixtureVelocity<'_> {
+    fn predict(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+        _: bool,
+    ) -> network::Result<Tensor> {
+        let n = x_t.size()[0];
+        let x = x_t.view([n, 1, 2]).to_kind(Kind::Double);
+        let t = (t.to_kind(Kind::Double) / forward::FLOW_TIME_SCALE).view([n, 1, 1]);
+        let s2 = self.mixture.std.powi(2);
+        let mu = self
+            .mixture
+            .means_tensor(x_t.device())
+            .to_kind(Kind::Double)
+            .unsqueeze(0); // (1, K, 2)
+        let keep = (-&t + 1.0) * &mu; // (n, K, 2): where component k's x_t is centred
+        let var = (-&t + 1.0).square() * s2 + t.square(); // (n, 1, 1)
+        let d = &x - &keep; // x − (1 − t) μ_k
+        let mut logit =
+            -d.square().sum_dim_intlist(2, false, Kind::Double) / (var.view([n, 1]) * 2.0);
+        if let Some(y) = y {
+            let k = self.mixture.num_classes();
+            let own = y
+                .view([n, 1])
+                .eq_tensor(&Tensor::arange(k, (Kind::Int64, x_t.device())).view([1, k]))
+                .logical_or(&y.view([n, 1]).eq(k));
+            logit = logit.masked_fill(&own.logical_not(), f64::NEG_INFINITY);
+        }
+        let r = logit.softmax(1, Kind::Double).unsqueeze(2); // (n, K, 1)
+        let per_k = -&mu + (&t - (-&t + 1.0) * s2) / &var * d;
+        let u = (r * per_k).sum_dim_intlist(1, false, Kind::Double);
+        Ok(u.to_kind(x_t.kind()).view([n, 2, 1, 1]))
+    }
+
+    fn num_classes(&self) -> Option<i64> {
+        Some(self.mixture.num_classes())
+    }
+}
+// ANCHOR_END: exact_velocity
+
 // ANCHOR: mlp
 /// A small MLP ε_θ(x_t, t, y) for 2-D points: x_t, a sinusoidal embedding of t
 /// and a learned class embedding (K real classes and the null class K),

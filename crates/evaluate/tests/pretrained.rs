@@ -102,6 +102,7 @@ fn export_keeps_exactly_the_ema_weights() {
             full_res_skip: false,
         }),
         schedule: forward::ScheduleKind::Linear,
+        objective: training::Objective::Diffusion,
         zero_terminal_snr: false,
         timesteps: 100,
         prediction: forward::Prediction::Epsilon,

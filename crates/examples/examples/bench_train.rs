@@ -36,6 +36,7 @@ fn main() {
                 full_res_skip: false,
             }),
             schedule: forward::ScheduleKind::Linear,
+            objective: training::Objective::Diffusion,
             zero_terminal_snr: false,
             timesteps: 1000,
             prediction: Prediction::Epsilon,

@@ -364,6 +364,7 @@ fn museum_recipe() -> TrainConfig {
             full_res_skip: true,
         }),
         schedule: forward::ScheduleKind::Linear,
+        objective: training::Objective::Diffusion,
         zero_terminal_snr: false,
         timesteps: 1000,
         prediction: forward::Prediction::Epsilon,

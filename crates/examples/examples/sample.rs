@@ -1,4 +1,5 @@
-//! Sample from a trained checkpoint with DDPM or DDIM, optionally with
+//! Sample from a trained checkpoint with DDPM, DDIM or an ODE solver (or, from
+//! a rectified-flow model, with Euler or Heun), optionally with
 //! classifier-free guidance.
 //!
 //! cargo run --release --example sample -- --pretrained fashion-cfg \
@@ -10,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use classifier_free::Guided;
 use examples::Classes;
-use examples::{DeviceArgs, ModelArgs, SamplerArgs};
+use examples::{AnySampler, DeviceArgs, ModelArgs, SamplerArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use network::NoisePredictor;
-use reverse::{Pipeline, Sampler, StepRecord};
+use reverse::{FlowSolver, Sampler, StepRecord};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use util::outputs::{Format, OutputSet};
@@ -80,7 +81,6 @@ struct Args {
 fn main() {
     util::run(|| {
         let args = Args::parse();
-        let sampler = args.sampling.sampler()?;
         // Every input and output, checked before any work.
         let mut outs = OutputSet::new();
         args.model.register(&mut outs)?;
@@ -102,10 +102,14 @@ fn main() {
         let gif_out = outs.output_if("--gif", args.gif.as_ref(), Format::Gif)?;
 
         let device = args.device.device()?;
-        let model = args.model.load(device)?;
+        let model = args.model.load_any(device)?;
         let (loaded, schedule, source) = (&model.loaded, &model.schedule, &model.source);
         let cfg = &loaded.config;
+        let sampler = args.sampling.sampler_for(&model)?;
         let evals = sampler.check(schedule)?; // validates the settings before any work
+        if let (AnySampler::Flow(_), Some(_)) = (&sampler, &trace_out) {
+            bail!("--trace records the steps of a diffusion sampler; a flow model's steps are not traced: use --trajectory or --gif");
+        }
         let [c, h, w] = cfg.image_shape();
         let request = match (&args.class[..], args.per_class) {
             ([], None) => None,
@@ -176,18 +180,19 @@ fn main() {
         )?);
         bar.set_message(sampler_name(&sampler, evals));
         let mut records: Vec<StepRecord> = Vec::new();
-        let pipe = Pipeline::new(predictor, schedule, cfg.prediction);
         let mut parts = Vec::new();
         for (i, x) in chunks.iter().enumerate() {
             let y = labels
                 .as_ref()
                 .map(|l| l.narrow(0, i as i64 * args.batch_size, x.size()[0]));
-            parts.push(pipe.sample_observed(&sampler, x, y.as_ref(), &mut |r| {
-                if want_trace {
-                    records.push(r.shallow_clone());
-                }
-                bar.inc(1);
-            })?);
+            parts.push(
+                model.sample_observed(predictor, &sampler, x, y.as_ref(), &mut |r| {
+                    if want_trace {
+                        records.push(r.shallow_clone());
+                    }
+                    bar.inc(1);
+                })?,
+            );
         }
         let x0 = Tensor::cat(&parts, 0);
         bar.finish_and_clear();
@@ -222,18 +227,23 @@ fn main() {
             let mut meta = std::collections::BTreeMap::new();
             meta.insert("format".into(), "diffusion-executed/samples-v1".into());
             meta.insert("checkpoint".into(), source.clone());
-            meta.insert("sampler".into(), serde_json::to_string(&sampler)?);
-            meta.insert(
-                "steps".into(),
-                sampler.ode().map_or(evals, |o| o.1).to_string(),
-            );
+            let sampler_json = match &sampler {
+                AnySampler::Diffusion(s) => serde_json::to_string(s)?,
+                AnySampler::Flow(f) => serde_json::to_string(f)?,
+            };
+            meta.insert("sampler".into(), sampler_json);
+            let steps = match &sampler {
+                AnySampler::Diffusion(s) => s.ode().map_or(evals, |o| o.1),
+                AnySampler::Flow(f) => f.steps,
+            };
+            meta.insert("steps".into(), steps.to_string());
             meta.insert("evaluations".into(), evals.to_string());
             meta.insert("seed".into(), args.seed.to_string());
             meta.insert("guidance".into(), args.guidance.to_string());
             outs.write(id, &util::safetensors::to_bytes(&tensors, &meta)?)?;
         }
-        if let Some(id) = trace_out {
-            let bytes = formats::trace::to_bytes(&records, schedule, &sampler, cfg.prediction)?;
+        if let (Some(id), AnySampler::Diffusion(s)) = (trace_out, &sampler) {
+            let bytes = formats::trace::to_bytes(&records, schedule, s, cfg.prediction)?;
             outs.write(id, &bytes)?;
         }
         if let Some(id) = trajectory_out {
@@ -267,9 +277,23 @@ fn picks(len: usize, k: usize) -> Vec<usize> {
     (0..k).map(|i| i * (len - 1) / (k - 1).max(1)).collect()
 }
 
-/// "DDPM-1000", "DDIM-50", "DDIM-50 η = 1", "Heun, 19 evaluations": the
-/// sampler and its network calls.
-fn sampler_name(sampler: &Sampler, evals: usize) -> String {
+/// "DDPM-1000", "DDIM-50", "DDIM-50 η = 1", "Heun, 19 evaluations", "flow
+/// Euler-50": the sampler and its network calls.
+fn sampler_name(sampler: &AnySampler, evals: usize) -> String {
+    let sampler = match sampler {
+        AnySampler::Diffusion(s) => s,
+        AnySampler::Flow(f) => {
+            let shift = if f.shift == 1.0 {
+                String::new()
+            } else {
+                format!(", shift {}", f.shift)
+            };
+            return match f.solver {
+                FlowSolver::Euler => format!("flow Euler-{evals}{shift}"),
+                FlowSolver::Heun => format!("flow Heun, {evals} evaluations{shift}"),
+            };
+        }
+    };
     let karras = |s: &reverse::SigmaSpacing| match s {
         reverse::SigmaSpacing::Karras { .. } => ", Karras σ",
         reverse::SigmaSpacing::Timesteps { .. } => "",

@@ -1,9 +1,10 @@
-//! Train a diffusion model.
+//! Train a diffusion model (or, with --objective flow, a rectified flow).
 //!
 //! cargo run --release --example train -- --dataset fashion-mnist --out out/train   # UNet (16, 32, 64), 1800 steps
 //!
 //! Writes into --out: checkpoints (ckpt-XXXXXXXX.safetensors, the last --keep),
-//! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights).
+//! loss.csv, loss.png, and samples.png (a DDPM grid from the EMA weights; for
+//! a flow, Euler with 50 steps).
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use examples::DeviceArgs;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 use training::optim::AdamConfig;
-use training::{LossWeighting, LrSchedule, ModelConfig, TrainConfig, TrainError, Trainer};
+use training::{
+    LossWeighting, LrSchedule, ModelConfig, Objective, TrainConfig, TrainError, Trainer,
+};
 use unet::UNetConfig;
 use util::outputs::{Format, OutputSet};
 use util::plot::{line_panels_png, Series};
@@ -25,6 +28,14 @@ use util::plot::{line_panels_png, Series};
 enum Model {
     Seed,
     Unet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum ObjectiveArg {
+    /// The schedule's x_t and the --prediction target.
+    Diffusion,
+    /// Rectified flow: x_t = (1 − t) x_0 + t ε and its velocity ε − x_0.
+    Flow,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -105,17 +116,20 @@ struct Args {
     lr_decay: LrDecay,
     #[arg(long, default_value_t = 0.1)]
     final_lr_fraction: f64,
-    /// uniform (L_simple) or min-snr-GAMMA (e.g. min-snr-5).
-    #[arg(long, default_value = "min-snr-5", value_parser = examples::parse_loss_weighting)]
-    loss_weighting: LossWeighting,
+    /// uniform (L_simple) or min-snr-GAMMA (default min-snr-5; a flow is uniform).
+    #[arg(long, value_parser = examples::parse_loss_weighting)]
+    loss_weighting: Option<LossWeighting>,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
-    /// eps, x0 or v.
-    #[arg(long, default_value = "eps", value_parser = examples::parse_prediction)]
-    prediction: Prediction,
+    /// eps, x0 or v (default eps; a flow predicts its velocity, v).
+    #[arg(long, value_parser = examples::parse_prediction)]
+    prediction: Option<Prediction>,
+    /// diffusion, or flow (rectified flow, the "Flow matching" chapter).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Diffusion)]
+    objective: ObjectiveArg,
     /// linear, seed_linear, cosine or sd_scaled_linear (Stable Diffusion's).
     #[arg(long, default_value = "linear")]
     schedule: ScheduleKind,
@@ -191,13 +205,27 @@ impl Args {
             }
             Model::Unet => ModelConfig::Unet(self.unet(channels, classes)?),
         };
+        let flow = self.objective == ObjectiveArg::Flow;
         Ok(TrainConfig {
             model,
+            objective: if flow {
+                Objective::RectifiedFlow
+            } else {
+                Objective::Diffusion
+            },
             schedule: self.schedule,
             zero_terminal_snr: self.zero_terminal_snr,
             timesteps: self.timesteps,
-            prediction: self.prediction,
-            loss_weighting: self.loss_weighting,
+            prediction: self.prediction.unwrap_or(if flow {
+                Prediction::Velocity
+            } else {
+                Prediction::Epsilon
+            }),
+            loss_weighting: self.loss_weighting.unwrap_or(if flow {
+                LossWeighting::Uniform
+            } else {
+                LossWeighting::MinSnr { gamma: 5.0 }
+            }),
             optimizer: AdamConfig {
                 lr: self.lr,
                 weight_decay: self.weight_decay,
@@ -344,9 +372,22 @@ fn main() {
             .values()
             .map(|v| v.numel() as i64)
             .sum();
+        let process = match cfg.objective {
+            Objective::Diffusion => format!(
+                "T = {} {}{}",
+                cfg.timesteps,
+                cfg.schedule,
+                if cfg.zero_terminal_snr {
+                    ", zero terminal SNR"
+                } else {
+                    ""
+                }
+            ),
+            Objective::RectifiedFlow => "rectified flow".into(),
+        };
         println!(
-            "{:?}: {} images | model {} ({:.2} M parameters) | T = {} {}{} | batch {} | device {device:?}",
-            args.dataset, data.len(), match cfg.model { ModelConfig::Seed(_) => "seed", ModelConfig::Unet(_) => "unet" }, params as f64 / 1e6, cfg.timesteps, cfg.schedule, if cfg.zero_terminal_snr { ", zero terminal SNR" } else { "" }, cfg.batch_size
+            "{:?}: {} images | model {} ({:.2} M parameters) | {process} | batch {} | device {device:?}",
+            args.dataset, data.len(), match cfg.model { ModelConfig::Seed(_) => "seed", ModelConfig::Unet(_) => "unet" }, params as f64 / 1e6, cfg.batch_size
         );
 
         let images = data.images.to_device(device);
@@ -498,17 +539,31 @@ fn sample_grid(trainer: &Trainer, n: i64) -> Result<Vec<u8>> {
     };
     tch::manual_seed(cfg.seed as i64);
     let x_t = Tensor::randn([n, c, h, w], (Kind::Float, device));
-    let bar = ProgressBar::new(cfg.timesteps as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "sampling {bar:30} {pos}/{len} DDPM steps | ETA {eta}",
-    )?);
-    let sampler = reverse::Sampler::Ddpm {
-        variance: reverse::Variance::FixedSmall,
-        clip: true,
+    let flow = reverse::FlowSampler::euler(50);
+    let (evals, name) = match cfg.objective {
+        Objective::Diffusion => (cfg.timesteps, format!("DDPM-{}", cfg.timesteps)),
+        Objective::RectifiedFlow => (flow.evaluations(), "flow Euler-50".into()),
     };
-    let pipe = reverse::Pipeline::new(&*trainer.ema, &trainer.schedule, cfg.prediction);
-    let grid = sampler.grid(cfg.timesteps)?;
-    let x0 = pipe.run(&sampler, &grid, &x_t, y.as_ref(), &mut |_| bar.inc(1))?;
+    let bar = ProgressBar::new(evals as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "sampling {bar:30} {pos}/{len} evaluations | ETA {eta}",
+    )?);
+    let x0 = match cfg.objective {
+        Objective::Diffusion => {
+            let sampler = reverse::Sampler::Ddpm {
+                variance: reverse::Variance::FixedSmall,
+                clip: true,
+            };
+            let pipe = reverse::Pipeline::new(&*trainer.ema, &trainer.schedule, cfg.prediction);
+            pipe.sample_observed(&sampler, &x_t, y.as_ref(), &mut |_| bar.inc(1))?
+        }
+        Objective::RectifiedFlow => reverse::FlowPipeline::new(&*trainer.ema).sample_observed(
+            &flow,
+            &x_t,
+            y.as_ref(),
+            &mut |_| bar.inc(1),
+        )?,
+    };
     bar.finish();
     // Columns = classes; a short last row is filled with blank (white) cells.
     let rows = (n + cols - 1) / cols;
@@ -524,10 +579,7 @@ fn sample_grid(trainer: &Trainer, n: i64) -> Result<Vec<u8>> {
         })
         .collect();
     let labels = util::GridLabels::new(
-        format!(
-            "DDPM-{} samples after {} steps (EMA weights)",
-            cfg.timesteps, trainer.step
-        ),
+        format!("{name} samples after {} steps (EMA weights)", trainer.step),
         vec![String::new(); rows as usize],
         col_labels,
     );

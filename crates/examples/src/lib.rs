@@ -19,10 +19,12 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use formats::{LoadedModel, Weights};
 use forward::{Prediction, Schedule};
-use reverse::{Pipeline, Sampler, SigmaSpacing, Spacing, Variance};
+use network::NoisePredictor;
+use reverse::{FlowPipeline, FlowSampler, FlowSolver, Pipeline, Sampler, SigmaSpacing, Spacing};
+use reverse::{StepRecord, Variance};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
-use training::LossWeighting;
+use training::{LossWeighting, Objective};
 use util::outputs::OutputSet;
 
 /// `--device`.
@@ -77,6 +79,32 @@ impl Model {
         )
     }
 
+    /// Whether this is a rectified-flow model (the "Flow matching" chapter).
+    pub fn is_flow(&self) -> bool {
+        self.loaded.config.objective == Objective::RectifiedFlow
+    }
+
+    /// Samples with `predictor` (this model, or a guided one in front of it)
+    /// and a sampler of this model's kind.
+    pub fn sample_observed(
+        &self,
+        predictor: &dyn NoisePredictor,
+        sampler: &AnySampler,
+        x_big_t: &Tensor,
+        y: Option<&Tensor>,
+        observe: &mut dyn FnMut(&StepRecord),
+    ) -> Result<Tensor> {
+        Ok(match sampler {
+            AnySampler::Diffusion(s) => self
+                .pipeline()
+                .with_model(predictor)
+                .sample_observed(s, x_big_t, y, observe)?,
+            AnySampler::Flow(f) => {
+                FlowPipeline::new(predictor).sample_observed(f, x_big_t, y, observe)?
+            }
+        })
+    }
+
     /// "step 1800 Ema weights of out/train/ckpt-00001800.safetensors".
     pub fn describe(&self) -> String {
         if self.source.starts_with("diffusers:") {
@@ -110,7 +138,18 @@ impl ModelArgs {
         Ok(())
     }
 
+    /// Loads a diffusion model, and refuses a rectified flow (whose samplers
+    /// only `sample` runs).
     pub fn load(&self, device: Device) -> Result<Model> {
+        let model = self.load_any(device)?;
+        if model.is_flow() {
+            bail!("{} is a rectified-flow model, which this example does not sample: draw its samples with `sample --sampler euler` (or heun)", model.source);
+        }
+        Ok(model)
+    }
+
+    /// Loads a diffusion or a rectified-flow model.
+    pub fn load_any(&self, device: Device) -> Result<Model> {
         let weights = if self.raw_weights {
             Weights::Raw
         } else {
@@ -168,6 +207,23 @@ pub enum SamplerKind {
     DpmSolverPp,
 }
 
+/// A sampler of either kind of model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnySampler {
+    Diffusion(Sampler),
+    Flow(FlowSampler),
+}
+
+impl AnySampler {
+    /// Checks the settings; returns the network evaluations a sample costs.
+    pub fn check(&self, s: &Schedule) -> Result<usize> {
+        Ok(match self {
+            AnySampler::Diffusion(d) => d.check(s)?,
+            AnySampler::Flow(f) => f.check()?,
+        })
+    }
+}
+
 /// `--variance`: DDPM's two reverse variances.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VarianceArg {
@@ -211,10 +267,50 @@ pub struct SamplerArgs {
     /// Do not clip x̂_0 to [−1, 1].
     #[arg(long)]
     pub no_clip: bool,
+    /// Flow models: time shift s, t ↦ s t / (1 + (s − 1) t) (default 1, none).
+    #[arg(long)]
+    pub shift: Option<f64>,
 }
 
 impl SamplerArgs {
+    /// The sampler for `model`: a flow model takes `--sampler euler|heun`
+    /// with `--steps` and `--shift`, and nothing else.
+    pub fn sampler_for(&self, model: &Model) -> Result<AnySampler> {
+        if !model.is_flow() {
+            return Ok(AnySampler::Diffusion(self.sampler()?));
+        }
+        let solver = match self.sampler {
+            SamplerKind::Euler => FlowSolver::Euler,
+            SamplerKind::Heun => FlowSolver::Heun,
+            other => bail!(
+                "{} is a rectified-flow model: sample it with --sampler euler or heun, not {other:?}",
+                model.source
+            ),
+        };
+        let unused = [
+            ("--eta", self.eta.is_some()),
+            ("--spacing", self.spacing.is_some()),
+            ("--variance", self.variance.is_some()),
+            ("--karras", self.karras.is_some()),
+        ];
+        if let Some((flag, _)) = unused.iter().find(|f| f.1) {
+            bail!("{flag} does nothing with a rectified-flow model: drop it (its samplers read --steps, --shift and --no-clip)");
+        }
+        let f = FlowSampler {
+            solver,
+            steps: self.steps.unwrap_or(50),
+            shift: self.shift.unwrap_or(1.0),
+            clip: !self.no_clip,
+        };
+        f.check()?;
+        Ok(AnySampler::Flow(f))
+    }
+
+    /// The sampler of a diffusion model.
     pub fn sampler(&self) -> Result<Sampler> {
+        if self.shift.is_some() {
+            bail!("--shift does nothing with a diffusion model: it moves a rectified flow's time grid; drop it");
+        }
         let clip = !self.no_clip;
         let refuse = |flags: &[(&str, bool)], what: &str| -> Result<()> {
             match flags.iter().find(|f| f.1) {

@@ -68,6 +68,7 @@ fn tiny_config() -> training::TrainConfig {
             full_res_skip: false,
         }),
         schedule: forward::ScheduleKind::Linear,
+        objective: training::Objective::Diffusion,
         zero_terminal_snr: false,
         timesteps: 20,
         prediction: forward::Prediction::Epsilon,
@@ -147,6 +148,16 @@ fn make_fixtures(d: &Path) {
     training::Trainer::new(zsnr, Device::Cpu)
         .unwrap()
         .save(&d.join("zsnr.safetensors"))
+        .unwrap();
+    // A rectified-flow model.
+    let flow = training::TrainConfig {
+        objective: training::Objective::RectifiedFlow,
+        prediction: forward::Prediction::Velocity,
+        ..tiny_config()
+    };
+    training::Trainer::new(flow, Device::Cpu)
+        .unwrap()
+        .save(&d.join("flow.safetensors"))
         .unwrap();
     // One NaN in one bias of the EMA weights.
     std::fs::write(
@@ -476,6 +487,14 @@ fn cases() -> Vec<Case> {
         sample("silent", "no-grid-with-out", "--no-grid --out s.png", 2, "cannot be used with"),
         sample("silent", "guidance-rescale-at-w-1", "--guidance-rescale 0.7 --out s.png", 1, "does nothing at --guidance 1"),
         case("silent", "ode-on-zero-terminal-snr", "sample", "--checkpoint zsnr.safetensors --sampler heun --steps 2 --out s.png", 1, "infinite on a zero-terminal-SNR schedule"),
+        case("silent", "flow-with-ddim", "sample", "--checkpoint flow.safetensors --sampler ddim --steps 2 --out s.png", 1, "sample it with --sampler euler or heun"),
+        case("silent", "flow-with-karras", "sample", "--checkpoint flow.safetensors --sampler heun --karras 7 --steps 2 --out s.png", 1, "--karras does nothing with a rectified-flow model"),
+        case("silent", "flow-with-trace", "sample", "--checkpoint flow.safetensors --sampler euler --steps 2 --trace t.safetensors --out s.png", 1, "a flow model's steps are not traced"),
+        case("non-finite", "flow-shift-nan", "sample", "--checkpoint flow.safetensors --sampler euler --steps 2 --shift nan --out s.png", 1, "a finite shift above 0"),
+        sample("silent", "shift-with-a-diffusion", "--shift 3 --out s.png", 1, "--shift does nothing with a diffusion model"),
+        case("silent", "guidance-sweep-of-a-flow", "guidance_sweep", "--checkpoint flow.safetensors --out g", 1, "is a rectified-flow model"),
+        train("silent", "flow-with-eps", "--objective flow --prediction eps --out r", 1, "a rectified-flow model predicts the path's velocity"),
+        train("silent", "flow-with-min-snr", "--objective flow --loss-weighting min-snr-5 --out r", 1, "drop them with --objective flow"),
         train("silent", "zero-terminal-snr-with-eps", "--zero-terminal-snr --out r", 1, "zero terminal SNR leaves no signal at the last step"),
         case("silent", "forward-process-at-out-of-range", "forward_process", "--at=-3,7 --data-dir data-28 --out f", 1, "--at -3"),
         case("silent", "evaluate-five-reference-images", "evaluate", "--samples samples.safetensors --data-dir data-five", 1, "holds 5 images"),

@@ -26,6 +26,9 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::evaluate::metrics::frechet_distance as _;
     use ::evaluate::metrics::precision_recall as _;
     use ::forward::betas as _;
+    use ::forward::flow_interpolate as _;
+    use ::forward::flow_velocity as _;
+    use ::forward::flow_x0_and_eps as _;
     use ::forward::predict_x0_from_eps as _;
     use ::forward::rescale_zero_terminal_snr as _;
     use ::forward::target as _;
@@ -33,9 +36,11 @@ fn every_rust_path_in_the_math_map_exists() {
     use ::reverse::ddim_sigma as _;
     use ::reverse::ddim_step as _;
     use ::reverse::ddpm_step as _;
+    use ::reverse::flow::flow_euler_step as _;
     use ::reverse::ode::dpm_solver_pp_2m_update as _;
     use ::reverse::ode::edm_coefficients as _;
     use ::reverse::ode::euler_step as _;
+    use ::training::flow_loss as _;
     use ::training::loss as _;
 
     let _ = ::classifier_free::Guided::predict;
@@ -45,6 +50,7 @@ fn every_rust_path_in_the_math_map_exists() {
     let _ = ::forward::Schedule::q_sample;
     let _ = ::reverse::Pipeline::run;
     let _ = ::reverse::Sigmas::new;
+    let _ = ::reverse::flow::FlowPipeline::sample_observed;
     let _ = ::reverse::ode::Denoiser::solve;
     let _ = ::training::Trainer::train_step;
 }

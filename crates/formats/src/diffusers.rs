@@ -117,6 +117,7 @@ pub fn load_diffusers(dir: &Path, device: Device) -> Result<LoadedModel> {
     let config = TrainConfig {
         model: ModelConfig::Unet(unet),
         schedule,
+        objective: training::Objective::Diffusion,
         zero_terminal_snr: false,
         timesteps,
         prediction,

@@ -3,8 +3,12 @@
 //! Index convention, used everywhere in the book: timesteps are 0-based,
 //! `t ∈ {0, …, T−1}`, and our `t` is the paper's `t + 1`. So `alpha_bar[0]`
 //! is the paper's ᾱ₁ and `alpha_bar_prev[0] = 1` is the paper's ᾱ₀.
+mod flow;
 mod prediction;
 
+pub use flow::{
+    flow_interpolate, flow_velocity, flow_x0_and_eps, sample_flow_times, FLOW_TIME_SCALE,
+};
 pub use prediction::{predict_x0_from_eps, target, x0_and_eps, Prediction};
 
 use tch::{Device, Kind, Tensor};

@@ -1,10 +1,13 @@
 //! The reverse process: from noise back to data, with DDPM (Ho et al. 2020)
 //! and DDIM (Song et al. 2021), DDIM inversion, the ODE solvers Euler, Heun
-//! (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022), and a per-step trace.
+//! (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022), Euler and Heun
+//! on a rectified flow's velocity, and a per-step trace.
+pub mod flow;
 pub mod grid;
 pub mod ode;
 pub mod trace;
 
+pub use flow::{FlowPipeline, FlowSampler, FlowSolver};
 pub use grid::{GridStep, Spacing, TimestepGrid};
 pub use ode::{SigmaSpacing, Sigmas, Solver};
 pub use trace::StepRecord;

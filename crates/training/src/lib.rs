@@ -3,6 +3,7 @@
 //! that `formats::checkpoint` saves it and resumes it exactly.
 pub mod optim;
 
+use forward::{flow_interpolate, flow_velocity, sample_flow_times, FLOW_TIME_SCALE};
 use forward::{target, Prediction, Schedule, ScheduleKind, Timesteps};
 use network::{NoisePredictor, SeedUNet, SeedUNetConfig};
 use optim::{Adam, AdamConfig};
@@ -169,6 +170,41 @@ pub fn loss(
 }
 // ANCHOR_END: loss
 
+// ANCHOR: flow_loss
+/// The conditional flow-matching loss with the straight path (rectified flow,
+/// Liu et al. 2023; Lipman et al. 2023): t ~ U(0, 1), ε ~ N(0, I),
+/// x_t = (1 − t) x_0 + t ε, MSE(ε − x_0, v_θ(x_t, t, y)). The network sees
+/// t · 1000 as its timestep.
+pub fn flow_loss(model: &dyn NoisePredictor, x0: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+    // ANCHOR: SOLUTION_flow_loss
+    let t = sample_flow_times(x0.size()[0], x0.device());
+    let noise = x0.randn_like();
+    let x_t = flow_interpolate(x0, &noise, &t)?;
+    let u = model.predict(&x_t, &(&t * FLOW_TIME_SCALE), y, true)?;
+    Ok(u.mse_loss(&flow_velocity(x0, &noise), Reduction::Mean))
+    // ANCHOR_END: SOLUTION_flow_loss
+}
+// ANCHOR_END: flow_loss
+
+/// What the network learns to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// A diffusion: the schedule's x_t, and the target `prediction` names.
+    #[default]
+    Diffusion,
+    /// Rectified flow: the straight path x_t = (1 − t) x_0 + t ε over
+    /// continuous t, and its velocity ε − x_0 ([`flow_loss`]). The schedule
+    /// fields are not used; `prediction` is `velocity`.
+    RectifiedFlow,
+}
+
+impl Objective {
+    pub fn is_diffusion(&self) -> bool {
+        *self == Objective::Diffusion
+    }
+}
+
 /// The learning rate after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -187,6 +223,9 @@ pub enum LrSchedule {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub model: ModelConfig,
+    /// Diffusion or rectified flow (files without the field are diffusions).
+    #[serde(default, skip_serializing_if = "Objective::is_diffusion")]
+    pub objective: Objective,
     pub schedule: ScheduleKind,
     /// β rescaled to ᾱ_{T−1} = 0 ([`forward::rescale_zero_terminal_snr`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -232,6 +271,14 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
+        if self.objective == Objective::RectifiedFlow {
+            if self.prediction != Prediction::Velocity {
+                return bad("a rectified-flow model predicts the path's velocity: use --prediction v (or leave it out) with --objective flow".into());
+            }
+            if self.loss_weighting != LossWeighting::Uniform || self.zero_terminal_snr {
+                return bad("--loss-weighting and --zero-terminal-snr are settings of a diffusion's schedule: drop them with --objective flow (its path already ends at pure noise)".into());
+            }
+        }
         if self.zero_terminal_snr && self.prediction == Prediction::Epsilon {
             return bad("zero terminal SNR leaves no signal at the last step, where an ε-prediction cannot be read back (x̂_0 = 0/0): use --prediction v".into());
         }
@@ -420,14 +467,17 @@ impl Trainer {
             Some(_) => Some(y.shallow_clone()),
             None => None,
         };
-        let loss = loss(
-            &*self.model,
-            &self.schedule,
-            self.config.prediction,
-            self.config.loss_weighting,
-            x0,
-            y.as_ref(),
-        )?;
+        let loss = match self.config.objective {
+            Objective::Diffusion => loss(
+                &*self.model,
+                &self.schedule,
+                self.config.prediction,
+                self.config.loss_weighting,
+                x0,
+                y.as_ref(),
+            )?,
+            Objective::RectifiedFlow => flow_loss(&*self.model, x0, y.as_ref())?,
+        };
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             return Err(TrainError::NonFinite {

@@ -27,6 +27,7 @@ fn config(model: ModelConfig) -> TrainConfig {
     TrainConfig {
         model,
         schedule: forward::ScheduleKind::Linear,
+        objective: training::Objective::Diffusion,
         zero_terminal_snr: false,
         timesteps: 1000,
         prediction: Prediction::Epsilon,
