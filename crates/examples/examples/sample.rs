@@ -202,7 +202,11 @@ fn main() {
 
         let of = model.describe();
         let what = format!(
-            "{n} samples, {sampler:?}, guidance w = {}, {of}",
+            "{n} samples, {}, guidance w = {}, {of}",
+            match &sampler {
+                AnySampler::Diffusion(s) => format!("{s:?}"),
+                AnySampler::Flow(f) => format!("{f:?}"),
+            },
             args.guidance
         );
         let names = labels.as_ref().map(|l| class_names(l, &cfg.dataset));

@@ -283,8 +283,11 @@ impl SamplerArgs {
             SamplerKind::Euler => FlowSolver::Euler,
             SamplerKind::Heun => FlowSolver::Heun,
             other => bail!(
-                "{} is a rectified-flow model: sample it with --sampler euler or heun, not {other:?}",
-                model.source
+                "{} is a rectified-flow model: sample it with --sampler euler or heun, not {}",
+                model.source,
+                other
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
             ),
         };
         let unused = [
