@@ -46,6 +46,27 @@ impl Mixture {
         (x.view([n, 2, 1, 1]), y)
     }
 
+    // ANCHOR: responsibilities
+    /// The posterior probability r_k of each component given x_t, from the
+    /// offsets `d` (n, K, 2) of x_t from each component's centre and the
+    /// components' shared variance `var` (n, 1, 1): (n, K, 1). A real label
+    /// keeps only its component; the null label K (or none) keeps all.
+    fn responsibilities(&self, d: &Tensor, var: &Tensor, y: Option<&Tensor>) -> Tensor {
+        let n = d.size()[0];
+        let mut logit =
+            -d.square().sum_dim_intlist(2, false, Kind::Double) / (var.view([n, 1]) * 2.0);
+        if let Some(y) = y {
+            let k = self.num_classes();
+            let keep = y
+                .view([n, 1])
+                .eq_tensor(&Tensor::arange(k, (Kind::Int64, d.device())).view([1, k]))
+                .logical_or(&y.view([n, 1]).eq(k));
+            logit = logit.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+        }
+        logit.softmax(1, Kind::Double).unsqueeze(2)
+    }
+    // ANCHOR_END: responsibilities
+
     // ANCHOR: marginal
     /// The density of x_t, p_t(x) = (1/K) Σ_k N(x; √ᾱ_t μ_k, (ᾱ_t s² + 1 − ᾱ_t) I),
     /// at a point, for class `y` (one component) or for all (None).
@@ -96,18 +117,7 @@ impl NoisePredictor for MixtureEps<'_> {
             .unsqueeze(0); // (1, K, 2)
         let var = &ab * self.mixture.std.powi(2) + 1.0 - &ab;
         let diff = &ab.sqrt() * &mu - &x; // (n, K, 2): √ᾱ μ_k − x
-        let mut logit =
-            -diff.square().sum_dim_intlist(2, false, Kind::Double) / (var.view([n, 1]) * 2.0);
-        if let Some(y) = y {
-            let k = self.mixture.num_classes();
-            // A real label keeps only its component; the null label K keeps all.
-            let keep = y
-                .view([n, 1])
-                .eq_tensor(&Tensor::arange(k, (Kind::Int64, x_t.device())).view([1, k]))
-                .logical_or(&y.view([n, 1]).eq(k));
-            logit = logit.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
-        }
-        let r = logit.softmax(1, Kind::Double).unsqueeze(2); // (n, K, 1)
+        let r = self.mixture.responsibilities(&diff, &var, y); // (n, K, 1)
         let score = (r * diff).sum_dim_intlist(1, false, Kind::Double) / var.view([n, 1]);
         let eps = -score * (-ab.view([n, 1]) + 1.0).sqrt();
         Ok(eps.to_kind(x_t.kind()).view([n, 2, 1, 1]))
@@ -150,17 +160,7 @@ impl NoisePredictor for MixtureVelocity<'_> {
         let keep = (-&t + 1.0) * &mu; // (n, K, 2): where component k's x_t is centred
         let var = (-&t + 1.0).square() * s2 + t.square(); // (n, 1, 1)
         let d = &x - &keep; // x − (1 − t) μ_k
-        let mut logit =
-            -d.square().sum_dim_intlist(2, false, Kind::Double) / (var.view([n, 1]) * 2.0);
-        if let Some(y) = y {
-            let k = self.mixture.num_classes();
-            let own = y
-                .view([n, 1])
-                .eq_tensor(&Tensor::arange(k, (Kind::Int64, x_t.device())).view([1, k]))
-                .logical_or(&y.view([n, 1]).eq(k));
-            logit = logit.masked_fill(&own.logical_not(), f64::NEG_INFINITY);
-        }
-        let r = logit.softmax(1, Kind::Double).unsqueeze(2); // (n, K, 1)
+        let r = self.mixture.responsibilities(&d, &var, y); // (n, K, 1)
         let per_k = -&mu + (&t - (-&t + 1.0) * s2) / &var * d;
         let u = (r * per_k).sum_dim_intlist(1, false, Kind::Double);
         Ok(u.to_kind(x_t.kind()).view([n, 2, 1, 1]))

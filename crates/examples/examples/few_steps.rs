@@ -11,7 +11,7 @@
 //! every budget up to 20).
 use clap::Parser;
 use classifier_free::Guided;
-use evaluate::{Evaluator, Metrics};
+use evaluate::Metrics;
 use indicatif::{ProgressBar, ProgressStyle};
 use reverse::{Pipeline, Sampler, SigmaSpacing, Spacing};
 use std::fmt::Write as _;
@@ -117,17 +117,12 @@ fn main() {
                 runs.push((name, sampler, evals));
             }
         }
-        examples::check_sampling_memory(args.n, [1, 28, 28], args.n, 0)?;
-        let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
-        examples::check_images(
-            &test.images,
-            [1, 28, 28],
-            &format!("the test set in {}", args.data_dir.display()),
-        )?;
-        let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
-        let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
-        let n = args.n / 10 * 10;
-        let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
+        let examples::Measurement {
+            ev,
+            train,
+            n,
+            labels: y,
+        } = examples::Measurement::new(&args.data_dir, args.n, device)?;
         let total: usize = runs.iter().map(|r| r.2).sum();
         let bar = ProgressBar::new(total as u64);
         bar.set_style(ProgressStyle::with_template(

@@ -13,7 +13,7 @@
 use anyhow::Result;
 use clap::Parser;
 use classifier_free::Guided;
-use evaluate::{Evaluator, Metrics};
+use evaluate::Metrics;
 use examples::AnySampler;
 use formats::{LoadedModel, Weights};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -140,17 +140,12 @@ fn main() {
                 }
             }
         }
-        examples::check_sampling_memory(args.n, [1, 28, 28], args.n, 0)?;
-        let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
-        examples::check_images(
-            &test.images,
-            [1, 28, 28],
-            &format!("the test set in {}", args.data_dir.display()),
-        )?;
-        let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
-        let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
-        let n = args.n / 10 * 10;
-        let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
+        let examples::Measurement {
+            ev,
+            train,
+            n,
+            labels: y,
+        } = examples::Measurement::new(&args.data_dir, args.n, device)?;
         let total: usize = runs.iter().map(|r| r.4).sum();
         let bar = ProgressBar::new(total as u64);
         bar.set_style(ProgressStyle::with_template(

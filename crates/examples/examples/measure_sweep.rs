@@ -10,7 +10,7 @@
 use anyhow::Result;
 use clap::Parser;
 use classifier_free::Guided;
-use evaluate::{Evaluator, Metrics};
+use evaluate::Metrics;
 use indicatif::{ProgressBar, ProgressStyle};
 use reverse::{Pipeline, Sampler};
 use std::fmt::Write as _;
@@ -60,17 +60,12 @@ fn main() {
         for &w in args.guidance.iter().chain([&args.steps_guidance]) {
             Guided::new(&*loaded.model, w, false)?;
         }
-        examples::check_sampling_memory(args.n, [1, 28, 28], args.n, 0)?;
-        let test = data::load_mnist_like(&args.data_dir, data::Split::Test)?;
-        examples::check_images(
-            &test.images,
-            [1, 28, 28],
-            &format!("the test set in {}", args.data_dir.display()),
-        )?;
-        let train = data::load_mnist_like(&args.data_dir, data::Split::Train)?;
-        let ev = Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
-        let n = args.n / 10 * 10;
-        let y = Tensor::arange(n, (Kind::Int64, device)).remainder(10);
+        let examples::Measurement {
+            ev,
+            train,
+            n,
+            labels: y,
+        } = examples::Measurement::new(&args.data_dir, args.n, device)?;
         let calls: usize = args.guidance.iter().map(|&w| 50 * passes(w)).sum::<usize>()
             + args
                 .steps

@@ -497,6 +497,40 @@ pub fn check_sampling_memory(n: i64, shape: [i64; 3], batch: i64, steps: usize) 
     )
 }
 
+/// What the examples that measure samples share: the shipped classifier
+/// over the test set, the training set (for the floor and ceiling rows),
+/// and `n` rounded down to whole classes with its labels 0, 1, …, 9, 0, ….
+pub struct Measurement {
+    pub ev: evaluate::Evaluator,
+    pub train: data::Dataset,
+    pub n: i64,
+    pub labels: Tensor,
+}
+
+impl Measurement {
+    /// Checks that `n` samples fit in memory and that `data_dir` holds 28×28
+    /// test images, then loads both splits and the classifier.
+    pub fn new(data_dir: &std::path::Path, n: i64, device: Device) -> Result<Self> {
+        check_sampling_memory(n, [1, 28, 28], n, 0)?;
+        let test = data::load_mnist_like(data_dir, data::Split::Test)?;
+        check_images(
+            &test.images,
+            [1, 28, 28],
+            &format!("the test set in {}", data_dir.display()),
+        )?;
+        let train = data::load_mnist_like(data_dir, data::Split::Train)?;
+        let ev = evaluate::Evaluator::new(evaluate::pretrained::classifier(device)?, &test.images);
+        let n = n / 10 * 10;
+        let labels = Tensor::arange(n, (tch::Kind::Int64, device)).remainder(10);
+        Ok(Self {
+            ev,
+            train,
+            n,
+            labels,
+        })
+    }
+}
+
 /// Refuses a data set whose images are not `shape` (C, H, W), or that is
 /// empty, naming `what` it is and where it came from.
 pub fn check_images(images: &Tensor, shape: [i64; 3], what: &str) -> Result<()> {
