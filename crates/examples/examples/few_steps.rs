@@ -12,12 +12,11 @@
 use clap::Parser;
 use classifier_free::Guided;
 use evaluate::Metrics;
-use indicatif::{ProgressBar, ProgressStyle};
 use reverse::{Pipeline, Sampler, SigmaSpacing, Spacing};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 use util::outputs::{Format, OutputSet};
 use util::plot::{line_panels_png, Series};
 
@@ -117,20 +116,15 @@ fn main() {
                 runs.push((name, sampler, evals));
             }
         }
+        let m = examples::Measurement::new(&args.data_dir, args.n, device)?;
+        let bar = m.bar(runs.iter().map(|r| r.2).sum())?;
+        let x_big_t = m.noise(args.seed);
         let examples::Measurement {
             ev,
             train,
             n,
             labels: y,
-        } = examples::Measurement::new(&args.data_dir, args.n, device)?;
-        let total: usize = runs.iter().map(|r| r.2).sum();
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} network evaluations of batch {msg} | ETA {eta}",
-        )?);
-        bar.set_message(n.to_string());
-        tch::manual_seed(args.seed as i64);
-        let x_big_t = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
+        } = m;
         let pipe = Pipeline::new(&guided, &schedule, loaded.config.prediction);
         let se = |m: &Metrics, images: &Tensor| {
             let a = m.accuracy.unwrap_or(f64::NAN);

@@ -16,12 +16,11 @@ use classifier_free::Guided;
 use evaluate::Metrics;
 use examples::AnySampler;
 use formats::{LoadedModel, Weights};
-use indicatif::{ProgressBar, ProgressStyle};
 use reverse::{FlowPipeline, FlowSampler, Pipeline, Sampler, SigmaSpacing};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 use training::Objective;
 use util::outputs::{Format, OutputSet};
 use util::plot::{line_panels_png, Series};
@@ -140,20 +139,15 @@ fn main() {
                 }
             }
         }
+        let m = examples::Measurement::new(&args.data_dir, args.n, device)?;
+        let bar = m.bar(runs.iter().map(|r| r.4).sum())?;
+        let noise = m.noise(args.seed);
         let examples::Measurement {
             ev,
             train,
             n,
             labels: y,
-        } = examples::Measurement::new(&args.data_dir, args.n, device)?;
-        let total: usize = runs.iter().map(|r| r.4).sum();
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} network evaluations of batch {msg} | ETA {eta}",
-        )?);
-        bar.set_message(n.to_string());
-        tch::manual_seed(args.seed as i64);
-        let noise = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
+        } = m;
         // One untimed evaluation of each model first (allocator and libtorch warm-up).
         let _ = Pipeline::new(&*diffusion.model, &schedule, diffusion.config.prediction).sample(
             &Sampler::ddim(1),

@@ -529,6 +529,25 @@ impl Measurement {
             labels,
         })
     }
+
+    /// A progress bar over `total` network evaluations of the whole batch.
+    pub fn bar(&self, total: usize) -> Result<indicatif::ProgressBar> {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} network evaluations of batch {msg} | ETA {eta}",
+        )?);
+        bar.set_message(self.n.to_string());
+        Ok(bar)
+    }
+
+    /// The N(0, I) draw every row starts from, (n, 1, 28, 28), from `seed`.
+    pub fn noise(&self, seed: u64) -> Tensor {
+        tch::manual_seed(seed as i64);
+        Tensor::randn(
+            [self.n, 1, 28, 28],
+            (tch::Kind::Float, self.labels.device()),
+        )
+    }
 }
 
 /// Refuses a data set whose images are not `shape` (C, H, W), or that is
