@@ -12,7 +12,7 @@ bash scripts/setup.sh
 step "bad setups give one clear line"
 bash scripts/check-setup-errors.sh
 
-step "gates: cargo fmt --check, clippy with warnings as errors, the core at most 2,000 lines"
+step "gates: cargo fmt --check, clippy with warnings as errors, the core at most 2,200 lines"
 cargo fmt --all --check || { echo "error: the tree is not rustfmt-formatted: run cargo fmt --all" >&2; exit 1; }
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 python3 scripts/core-lines.py --max 2200
