@@ -51,28 +51,6 @@ fn points(x: &Tensor, labels: Option<&Tensor>) -> Vec<(f64, f64, usize)> {
         .collect()
 }
 
-/// The data density on an n × n grid over a panel of half-width h.
-fn density(mix: &Mixture, h: f64, n: usize) -> Option<(usize, Vec<f64>)> {
-    let c = |i: usize| -h + (i as f64 + 0.5) * 2.0 * h / n as f64;
-    let cells = (0..n * n).map(|i| mix.density([c(i % n), c(i / n)], 1.0, None));
-    Some((n, cells.collect()))
-}
-
-/// Fraction of points nearest to their class's mean, and their RMS distance from it.
-fn accuracy_and_spread(mix: &Mixture, x: &Tensor, y: &Tensor) -> (f64, f64) {
-    let p = points(x, Some(y));
-    let (mut hit, mut d2) = (0, 0.0);
-    for &(a, b, k) in &p {
-        let dist = |m: &[f64; 2]| (a - m[0]).powi(2) + (b - m[1]).powi(2);
-        let nearest = (0..mix.means.len())
-            .min_by(|&i, &j| dist(&mix.means[i]).total_cmp(&dist(&mix.means[j])))
-            .unwrap_or(0);
-        hit += (nearest == k) as usize;
-        d2 += dist(&mix.means[k]);
-    }
-    (hit as f64 / p.len() as f64, (d2 / p.len() as f64).sqrt())
-}
-
 /// A sampler of either process, for the paths and the few-step table.
 enum Ode<'a> {
     Diffusion(Pipeline<'a>, Sampler),
@@ -174,7 +152,7 @@ fn main() {
             }));
             panels.push(Plane {
                 title: (*name).into(),
-                density: density(&mix, H, 100),
+                density: Some(mix.density_grid(H, 1.0, 100)),
                 points: marks,
                 paths: paths
                     .into_iter()
@@ -270,17 +248,17 @@ fn main() {
         println!("\nsamples, {n} in all ({} per class): right component, and RMS distance from its mean (data: {:.3})", a.per_class, mix.std * 2f64.sqrt());
         let mut panels = vec![Plane {
             title: "data".into(),
-            density: density(&mix, SAMPLES_H, 100),
+            density: Some(mix.density_grid(SAMPLES_H, 1.0, 100)),
             points: points(&truth, Some(&ty)),
             ..Default::default()
         }];
         for (name, pipe, sampler) in runs {
             let x = tch::no_grad(|| pipe.sample(&sampler, &x1, Some(&y)))?;
-            let (acc, spread) = accuracy_and_spread(&mix, &x, &y);
+            let (acc, spread) = mix.accuracy_and_spread(&x, &y);
             println!("  {name:<28} {acc:.3}  {spread:.3}");
             panels.push(Plane {
                 title: name.into(),
-                density: density(&mix, SAMPLES_H, 100),
+                density: Some(mix.density_grid(SAMPLES_H, 1.0, 100)),
                 points: points(&x, Some(&y)),
                 ..Default::default()
             });

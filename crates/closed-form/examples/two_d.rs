@@ -55,34 +55,6 @@ fn points(x: &Tensor, labels: Option<&Tensor>) -> Vec<(f64, f64, usize)> {
         .collect()
 }
 
-/// The mixture's density of x_t on an n × n grid over the panel.
-fn density(mix: &Mixture, alpha_bar: f64, n: usize) -> Option<(usize, Vec<f64>)> {
-    let c = |i: usize| -H + (i as f64 + 0.5) * 2.0 * H / n as f64;
-    Some((
-        n,
-        (0..n * n)
-            .map(|i| mix.density([c(i % n), c(i / n)], alpha_bar, None))
-            .collect(),
-    ))
-}
-
-/// Fraction of points nearest to their requested class's mean, and the
-/// points' RMS distance from that mean.
-fn accuracy_and_spread(mix: &Mixture, x: &Tensor, y: &Tensor) -> (f64, f64) {
-    let p = points(x, Some(y));
-    let mut hit = 0;
-    let mut d2 = 0.0;
-    for &(a, b, k) in &p {
-        let dist = |m: &[f64; 2]| (a - m[0]).powi(2) + (b - m[1]).powi(2);
-        let nearest = (0..mix.means.len())
-            .min_by(|&i, &j| dist(&mix.means[i]).total_cmp(&dist(&mix.means[j])))
-            .unwrap_or(0);
-        hit += (nearest == k) as usize;
-        d2 += dist(&mix.means[k]);
-    }
-    (hit as f64 / p.len() as f64, (d2 / p.len() as f64).sqrt())
-}
-
 fn main() {
     util::run(|| {
         let a = Args::parse();
@@ -107,7 +79,7 @@ fn main() {
         let (x0, y0) = mix.sample(k * a.per_class, dev);
         let mut panels = vec![Plane {
             title: "data x₀".into(),
-            density: density(&mix, 1.0, 120),
+            density: Some(mix.density_grid(H, 1.0, 120)),
             points: points(&x0, Some(&y0)),
             ..Default::default()
         }];
@@ -115,7 +87,7 @@ fn main() {
             let xt = s.q_sample(&x0, &s.timestep(t, x0.size()[0])?, &x0.randn_like())?;
             panels.push(Plane {
                 title: format!("t = {t}, ᾱ = {:.3}", ab(t)),
-                density: density(&mix, ab(t), 120),
+                density: Some(mix.density_grid(H, ab(t), 120)),
                 points: points(&xt, Some(&y0)),
                 ..Default::default()
             });
@@ -208,7 +180,7 @@ fn main() {
             }
             panels.push(Plane {
                 title: format!("t = {t}: error {rel:.3}"),
-                density: density(&mix, ab(t), 100),
+                density: Some(mix.density_grid(H, ab(t), 100)),
                 arrows,
                 ..Default::default()
             });
@@ -256,7 +228,7 @@ fn main() {
             let ends: Vec<_> = paths.iter().map(|p| p[p.len() - 1]).collect();
             panels.push(Plane {
                 title: format!("{name}: {} paths of the MLP", yv.len()),
-                density: density(&mix, 1.0, 100),
+                density: Some(mix.density_grid(H, 1.0, 100)),
                 paths: paths
                     .into_iter()
                     .zip(&yv)
@@ -306,7 +278,7 @@ fn main() {
             ..Default::default()
         }];
         for (name, x) in &runs {
-            let (acc, spread) = accuracy_and_spread(&mix, x, &y);
+            let (acc, spread) = mix.accuracy_and_spread(x, &y);
             println!("  {name:<20} {acc:.3}  {spread:.3}");
             panels.push(Plane {
                 title: (*name).into(),
@@ -322,11 +294,11 @@ fn main() {
         for w in [0.0, 1.0, 3.0] {
             let guided = Guided::new(&mlp, w, false)?;
             let x = tch::no_grad(|| pipe.with_model(&guided).sample(&ddim, &x_big_t, Some(&y)))?;
-            let (acc, spread) = accuracy_and_spread(&mix, &x, &y);
+            let (acc, spread) = mix.accuracy_and_spread(&x, &y);
             println!("  w = {w}  {acc:.3}  {spread:.3}");
             panels.push(Plane {
                 title: format!("w = {w}: {:.0}% right class", 100.0 * acc),
-                density: density(&mix, 1.0, 100),
+                density: Some(mix.density_grid(H, 1.0, 100)),
                 points: points(&x, Some(&y)),
                 ..Default::default()
             });

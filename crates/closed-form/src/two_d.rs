@@ -83,6 +83,33 @@ impl Mixture {
         }
     }
     // ANCHOR_END: marginal
+
+    /// The density of x_t, [`Mixture::density`], at the centres of an n × n
+    /// grid of cells over [−h, h]², row 0 at the bottom (for a shaded panel).
+    pub fn density_grid(&self, h: f64, alpha_bar: f64, n: usize) -> (usize, Vec<f64>) {
+        let c = |i: usize| -h + (i as f64 + 0.5) * 2.0 * h / n as f64;
+        let cells = (0..n * n).map(|i| self.density([c(i % n), c(i / n)], alpha_bar, None));
+        (n, cells.collect())
+    }
+
+    /// For points `x` (n, 2, 1, 1) asked for classes `y`: the fraction nearest
+    /// to their class's mean, and their RMS distance from that mean.
+    pub fn accuracy_and_spread(&self, x: &Tensor, y: &Tensor) -> (f64, f64) {
+        let n = x.size()[0];
+        let v = Vec::<f64>::try_from(x.view([n * 2]).to_kind(Kind::Double)).unwrap_or_default();
+        let y = Vec::<i64>::try_from(y).unwrap_or_default();
+        let (mut hit, mut d2) = (0, 0.0);
+        for (i, &k) in y.iter().enumerate() {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            let dist = |m: &[f64; 2]| (a - m[0]).powi(2) + (b - m[1]).powi(2);
+            let nearest = (0..self.means.len())
+                .min_by(|&i, &j| dist(&self.means[i]).total_cmp(&dist(&self.means[j])))
+                .unwrap_or(0);
+            hit += (nearest == k as usize) as usize;
+            d2 += dist(&self.means[k as usize]);
+        }
+        (hit as f64 / n as f64, (d2 / n as f64).sqrt())
+    }
 }
 
 // ANCHOR: exact_eps
